@@ -1,0 +1,554 @@
+"""Side-by-side WebSocket server benchmark: fullduplex vs websockets, aiohttp, Tornado, picows, Node ws.
+
+    .venv/bin/python bench/run.py                 # full run, asyncio and uvloop (~15 min)
+    .venv/bin/python bench/run.py --quick         # one repeat, smaller counts (< 3 min)
+    .venv/bin/python bench/run.py --servers websockets,picows --scenarios latency,large --loop uvloop
+
+Every (server, scenario) pair gets a fresh server process pinned to CPU 0 and a fresh
+run of the one load generator (bench/loadgen.py, picows on uvloop) pinned to CPU 1.
+Repeats are interleaved (A, B, C, ..., A, B, C, ...) and medians are reported.
+Writes bench/results/<date>-<loop>.json, bench/results/latest.md, bench/results/latest.png.
+See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SERVERS_DIR = os.path.join(HERE, "servers")
+RESULTS = os.path.join(HERE, "results")
+PY = sys.executable
+REFERENCE = "websockets"
+
+# name -> (kind, script)
+SERVERS: dict[str, tuple[str, str]] = {
+    "fullduplex": ("python", "fullduplex_server.py"),
+    "websockets": ("python", "websockets_server.py"),
+    "aiohttp": ("python", "aiohttp_server.py"),
+    "tornado": ("python", "tornado_server.py"),
+    "picows": ("python", "picows_server.py"),
+    "node-ws": ("node", "ws_server.js"),
+}
+
+SCENARIOS = ("latency", "throughput", "large", "broadcast", "handshake", "memory")
+
+# generator arguments per scenario: full / quick
+PARAMS: dict[str, dict[str, list[str]]] = {
+    "full": {
+        "latency": ["--messages", "20000", "--warmup-msgs", "2000", "--duration", "2.0"],
+        "throughput": ["--conns", "64", "--window", "16", "--size", "64", "--warmup", "0.4", "--duration", "1.5"],
+        "large": ["--conns", "4", "--window", "1", "--size", str(1 << 20), "--warmup", "0.4", "--duration", "1.5"],
+        "broadcast": ["--conns", "2000", "--warmup", "0.4", "--duration", "2.0"],
+        "handshake": ["--conns", "16", "--warmup", "0.4", "--duration", "1.5"],
+        "memory": ["--conns", "5000"],
+    },
+    "quick": {
+        "latency": ["--messages", "5000", "--warmup-msgs", "500", "--duration", "1.0"],
+        "throughput": ["--conns", "64", "--window", "16", "--size", "64", "--warmup", "0.2", "--duration", "0.7"],
+        "large": ["--conns", "4", "--window", "1", "--size", str(1 << 20), "--warmup", "0.2", "--duration", "0.7"],
+        "broadcast": ["--conns", "1000", "--warmup", "0.2", "--duration", "1.0"],
+        "handshake": ["--conns", "16", "--warmup", "0.2", "--duration", "0.7"],
+        "memory": ["--conns", "2000"],
+    },
+}
+
+# scenario -> (metric key, label, higher is better, format)
+METRIC: dict[str, tuple[str, str, bool, str]] = {
+    "latency": ("msgs_per_s", "msgs/s", True, "{:,.0f}"),
+    "throughput": ("msgs_per_s", "msgs/s", True, "{:,.0f}"),
+    "large": ("mb_per_s", "MB/s", True, "{:,.0f}"),
+    "broadcast": ("deliveries_per_s", "deliveries/s", True, "{:,.0f}"),
+    "handshake": ("handshakes_per_s", "handshakes/s", True, "{:,.0f}"),
+    "memory": ("kib_per_conn", "KiB/conn", False, "{:,.1f}"),
+}
+EXTRA: dict[str, list[tuple[str, str, str]]] = {
+    "latency": [("rtt_p50_us", "RTT p50 µs", "{:,.1f}"), ("rtt_p99_us", "RTT p99 µs", "{:,.1f}")],
+    "broadcast": [("fanout_p99_ms", "fan-out p99 ms", "{:,.2f}")],
+    "memory": [("rss_after_mb", "RSS after MiB", "{:,.1f}")],
+}
+OP_NAME = {
+    "latency": "message echoed",
+    "throughput": "message echoed",
+    "large": "1 MiB message echoed",
+    "broadcast": "delivery",
+    "handshake": "open+close handshake",
+    "memory": "connection opened",
+}
+DESCRIPTION = {
+    "latency": "1 connection, 32-byte text, strict request/response",
+    "throughput": "64 connections × 16 pipelined 64-byte text messages in flight",
+    "large": "4 connections × 1 MiB binary messages echoed (one in flight each)",
+    "broadcast": "N clients; one asks for a 64-byte broadcast to all, next one when all got it",
+    "handshake": "16 concurrent openers: connect → close handshake, in a loop",
+    "memory": "server RSS growth per idle connection",
+}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(cpu: int | None) -> list[str]:
+    if cpu is None or not shutil.which("taskset"):
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+class Server:
+    def __init__(self, name: str, loop: str, cpu: int | None) -> None:
+        self.name = name
+        self.port = free_port()
+        kind, script = SERVERS[name]
+        path = os.path.join(SERVERS_DIR, script)
+        exe = [shutil.which("node") or "node"] if kind == "node" else [PY]
+        self.cmd = pin(cpu) + exe + [path, "--port", str(self.port), "--loop", loop]
+        self.log = tempfile.TemporaryFile(mode="w+b")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> str | None:
+        """Start and wait until the port accepts connections. Returns an error string or None."""
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, cwd=ROOT, env=env,
+                preexec_fn=raise_nofile,
+            )
+        except OSError as exc:
+            return f"cannot execute: {exc}"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                return f"exited with code {self.proc.returncode}: {self.tail()}"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                time.sleep(0.2)  # let the accepted probe connection go away
+                if self.proc.poll() is not None:
+                    return f"exited with code {self.proc.returncode}: {self.tail()}"
+                return None
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        return f"did not listen on port {self.port} within {timeout:.0f}s: {self.tail()}"
+
+    def tail(self, lines: int = 3) -> str:
+        try:
+            self.log.seek(0)
+            text = self.log.read()[-4000:].decode(errors="replace").strip().splitlines()
+            return " | ".join(text[-lines:]) or "(no output)"
+        except Exception:
+            return "(no output)"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(3)
+        self.log.close()
+
+
+def run_generator(scenario: str, server: Server, args: list[str], cpu: int | None, timeout: float) -> dict[str, Any]:
+    assert server.proc is not None
+    cmd = pin(cpu) + [
+        PY, os.path.join(HERE, "loadgen.py"), "--scenario", scenario, "--port", str(server.port),
+        "--server-pid", str(server.proc.pid), "--timeout", str(timeout - 10), *args,
+    ]
+    try:
+        out = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, preexec_fn=raise_nofile, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"generator timed out after {timeout:.0f}s"}
+    lines = out.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        err = out.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        return {"ok": False, "error": "generator failed: " + " | ".join(err)}
+
+
+# --------------------------------------------------------------------------- machine info
+
+
+def _cmd(args: list[str]) -> str | None:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    from importlib import metadata
+
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions: dict[str, str | None] = {}
+    for pkg in ("fullduplex", "websockets", "aiohttp", "tornado", "picows", "uvloop", "matplotlib"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    ws_version = None
+    try:
+        with open(os.path.join(HERE, "node_modules", "ws", "package.json")) as f:
+            ws_version = json.load(f).get("version")
+    except OSError:
+        pass
+    versions["node"] = _cmd(["node", "--version"])
+    versions["ws (npm)"] = ws_version
+    return {
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
+        "packages": versions,
+        "git_commit": _cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+        "taskset": bool(shutil.which("taskset")),
+        "nofile_limit": raise_nofile(),
+        "ephemeral_ports": _read("/proc/sys/net/ipv4/ip_local_port_range"),
+        "loadavg_at_start": _read("/proc/loadavg"),
+    }
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [s for s in samples if s.get("ok")]
+    out: dict[str, Any] = {"n": len(ok), "failed": len(samples) - len(ok)}
+    if not ok:
+        out["error"] = samples[-1].get("error") if samples else "no samples"
+        return out
+    keys = {k for s in ok for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k in sorted(keys):
+        vals = [s[k] for s in ok if isinstance(s.get(k), (int, float))]
+        if vals:
+            out[k] = statistics.median(vals)
+    return out
+
+
+def ratio(value: float | None, ref: float | None, higher_better: bool) -> float | None:
+    """>1 means better than the reference, whichever direction the metric goes."""
+    if not value or not ref:
+        return None
+    return value / ref if higher_better else ref / value
+
+
+def fmt(v: Any, f: str) -> str:
+    return "—" if v is None else f.format(v)
+
+
+def fmt_ratio(r: float | None) -> str:
+    if r is None:
+        return "—"
+    return f"**{r:.2f}×**" if r >= 1 else f"{r:.2f}×"
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    first = runs[0]
+    m = first["machine"]
+    lines += [
+        "# WebSocket server benchmark — latest run",
+        "",
+        f"Run {first['started']} ({first['mode']}, {first['config']['repeats']} repeat(s), medians). "
+        f"Machine: {m['cpu_model']} × {m['cpus']}, Linux {m['kernel']}, Python {m['python']}. "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v),
+        "",
+        "Server pinned to CPU 0, load generator (picows client on uvloop, bench/loadgen.py) to CPU 1. "
+        "**× ws** columns are ratios to `websockets` from the same run, oriented so that **> 1 is better** "
+        "(more per second, fewer CPU µs, fewer KiB). *Server CPU µs/op* = server utime+stime during the "
+        "window ÷ operations; it does not depend on the generator's speed. *srv/gen/other %* = CPU "
+        "utilisation of server, generator and everything else during the window (gen ≈ 100% ⇒ the "
+        "generator, not the server, was the bottleneck; other > 10% ⇒ noisy machine).",
+        "",
+    ]
+    for run in runs:
+        loop = run["loop"]
+        res = run["results"]
+        servers = [s for s in run["config"]["servers"] if s in res]
+        lines += [f"## Event loop: {loop}", ""]
+        if run.get("skipped"):
+            for s, why in run["skipped"].items():
+                lines.append(f"- **{s} skipped**: {why}")
+            lines.append("")
+        # summary
+        scen = [s for s in run["config"]["scenarios"]]
+        lines.append("Summary — server CPU per operation, × websockets (> 1 = less CPU than websockets):")
+        lines.append("")
+        lines.append("| server | " + " | ".join(scen) + " |")
+        lines.append("|---|" + "---:|" * len(scen))
+        for s in servers:
+            cells = []
+            for sc in scen:
+                med = res[s].get(sc, {}).get("median", {})
+                ref = res.get(REFERENCE, {}).get(sc, {}).get("median", {})
+                cells.append(fmt_ratio(ratio(med.get("server_cpu_us_per_op"), ref.get("server_cpu_us_per_op"), False)))
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for sc in scen:
+            key, label, hb, f = METRIC[sc]
+            extras = EXTRA.get(sc, [])
+            clients = None
+            for s in servers:
+                c = res[s].get(sc, {}).get("median", {}).get("clients") or res[s].get(sc, {}).get("median", {}).get("ops")
+                if c and sc in ("broadcast", "memory"):
+                    clients = int(c)
+                    break
+            title = f"### {sc} — {DESCRIPTION[sc]}"
+            if clients and sc == "broadcast":
+                title += f" ({clients} clients)"
+            if clients and sc == "memory":
+                title += f" ({clients} connections)"
+            lines += [title, ""]
+            hdr = ["server", label] + [e[1] for e in extras] + [
+                f"server CPU µs/op ({OP_NAME[sc]})", "× ws " + label, "× ws CPU", "srv/gen/other %",
+            ]
+            lines.append("| " + " | ".join(hdr) + " |")
+            lines.append("|---|" + "---:|" * (len(hdr) - 1))
+            ref = res.get(REFERENCE, {}).get(sc, {}).get("median", {})
+            for s in servers:
+                med = res[s].get(sc, {}).get("median")
+                if med is None:
+                    continue
+                if not med.get("n"):
+                    lines.append(f"| {s} | failed: {str(med.get('error', '?'))[:120]} |" + " |" * (len(hdr) - 2))
+                    continue
+                cpu = med.get("server_cpu_us_per_op")
+                util = "/".join(
+                    fmt(None if med.get(k) is None else 100 * med[k], "{:.0f}")
+                    for k in ("server_cpu_util", "gen_cpu_util", "other_cpu_util")
+                )
+                row = [s, fmt(med.get(key), f)] + [fmt(med.get(k), ef) for k, _, ef in extras] + [
+                    fmt(cpu, "{:,.1f}"),
+                    fmt_ratio(ratio(med.get(key), ref.get(key), hb)),
+                    fmt_ratio(ratio(cpu, ref.get("server_cpu_us_per_op"), False)),
+                    util,
+                ]
+                if med.get("failed"):
+                    row[0] += f" ({med['failed']} failed)"
+                lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def chart(runs: list[dict[str, Any]], path: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:  # pragma: no cover - optional
+        return f"matplotlib unavailable ({exc}); no chart"
+    ncol = len(runs)
+    fig, axes = plt.subplots(2, ncol, figsize=(7.5 * ncol, 9), squeeze=False)
+    for col, run in enumerate(runs):
+        res = run["results"]
+        servers = [s for s in run["config"]["servers"] if s in res]
+        scen = run["config"]["scenarios"]
+        width = 0.8 / max(1, len(servers))
+        for row, (title, getter) in enumerate(
+            [
+                ("server CPU µs per operation (lower is better)", lambda med, sc: med.get("server_cpu_us_per_op")),
+                (
+                    "metric × websockets (higher is better)",
+                    lambda med, sc: ratio(
+                        med.get(METRIC[sc][0]),
+                        res.get(REFERENCE, {}).get(sc, {}).get("median", {}).get(METRIC[sc][0]),
+                        METRIC[sc][2],
+                    ),
+                ),
+            ]
+        ):
+            ax = axes[row][col]
+            for i, s in enumerate(servers):
+                xs, ys = [], []
+                for j, sc in enumerate(scen):
+                    med = res[s].get(sc, {}).get("median", {})
+                    v = getter(med, sc) if med.get("n") else None
+                    if v:
+                        xs.append(j + (i - (len(servers) - 1) / 2) * width)
+                        ys.append(v)
+                ax.bar(xs, ys, width, label=s)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(scen)))
+            ax.set_xticklabels(scen, rotation=15)
+            ax.set_title(f"{title} — {run['loop']}", fontsize=10)
+            ax.grid(axis="y", which="both", alpha=0.3)
+            if row == 1:
+                ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.legend(fontsize=8)
+    fig.suptitle(f"WebSocket servers, one run {runs[0]['started']} ({runs[0]['mode']})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one repeat, smaller counts (< 3 min)")
+    p.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma list; default: all")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list; default: all")
+    p.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
+                   help="server event loop; 'both' runs and reports each separately (default)")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--gen-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    p.add_argument("--out", default=RESULTS)
+    a = p.parse_args()
+
+    servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    for s in servers:
+        if s not in SERVERS:
+            p.error(f"unknown server {s!r}; choose from {', '.join(SERVERS)}")
+    for s in scenarios:
+        if s not in SCENARIOS:
+            p.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+    mode = "quick" if a.quick else "full"
+    repeats = a.repeats or (1 if a.quick else 3)
+    loops = ["asyncio", "uvloop"] if a.loop == "both" else [a.loop]
+    scpu = None if a.no_pin else a.server_cpu
+    gcpu = None if a.no_pin else a.gen_cpu
+    if not a.no_pin and not shutil.which("taskset"):
+        print("warning: taskset not found (util-linux); running unpinned", file=sys.stderr)
+    raise_nofile()
+    os.makedirs(a.out, exist_ok=True)
+
+    if "node-ws" in servers and not os.path.isdir(os.path.join(HERE, "node_modules", "ws")):
+        if shutil.which("npm"):
+            print("installing Node deps (npm install in bench/) ...", flush=True)
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=HERE, timeout=300)
+
+    machine = machine_info()
+    started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    t_start = time.monotonic()
+    runs: list[dict[str, Any]] = []
+    for loop in loops:
+        samples: dict[str, dict[str, list[dict[str, Any]]]] = {s: {sc: [] for sc in scenarios} for s in servers}
+        skipped: dict[str, str] = {}
+        for rep in range(repeats):
+            for sc in scenarios:
+                for name in servers:
+                    if name in skipped:
+                        continue
+                    srv = Server(name, loop, scpu)
+                    err = srv.start()
+                    if err:
+                        skipped[name] = f"server script failed to start: {err}"
+                        print(f"SKIP {name} ({loop}): {skipped[name]}", flush=True)
+                        srv.stop()
+                        continue
+                    r: dict[str, Any] = {"ok": False, "error": "generator did not run"}
+                    try:
+                        r = run_generator(sc, srv, PARAMS[mode][sc], gcpu, timeout=150)
+                    finally:
+                        if srv.proc and srv.proc.poll() is not None and r.get("ok") is not True:
+                            r["error"] = f"{r.get('error')}; server exited: {srv.tail()}"
+                        srv.stop()
+                    r["repeat"] = rep
+                    samples[name][sc].append(r)
+                    key, label, _, f = METRIC[sc]
+                    if r.get("ok"):
+                        msg = (f"{fmt(r.get(key), f):>12} {label:<13} {fmt(r.get('server_cpu_us_per_op'), '{:,.1f}'):>9}"
+                               f" srv-µs/op  (srv {100 * r['server_cpu_util']:.0f}% gen {100 * r['gen_cpu_util']:.0f}%"
+                               f" other {100 * r['other_cpu_util']:.0f}%)")
+                    else:
+                        msg = f"FAILED: {r.get('error')}"
+                    print(f"[{loop} {rep + 1}/{repeats} {time.monotonic() - t_start:5.0f}s] {sc:<10} {name:<11} {msg}",
+                          flush=True)
+                    time.sleep(0.2)
+        results = {
+            s: {sc: {"samples": samples[s][sc], "median": median_of(samples[s][sc])} for sc in scenarios if samples[s][sc]}
+            for s in servers if s not in skipped or any(samples[s][sc] for sc in scenarios)
+        }
+        run = {
+            "started": started,
+            "loop": loop,
+            "mode": mode,
+            "machine": machine,
+            "config": {
+                "repeats": repeats, "servers": servers, "scenarios": scenarios, "params": PARAMS[mode],
+                "server_cpu": scpu, "generator_cpu": gcpu, "generator": "bench/loadgen.py (picows client, uvloop)",
+                "reference": REFERENCE,
+            },
+            "skipped": skipped,
+            "results": results,
+        }
+        path = os.path.join(a.out, f"{stamp}-{loop}.json")
+        with open(path, "w") as f:
+            json.dump(run, f, indent=1)
+        print(f"wrote {os.path.relpath(path, ROOT)}", flush=True)
+        runs.append(run)
+
+    md = markdown(runs)
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write(md)
+    print(f"wrote {os.path.relpath(os.path.join(a.out, 'latest.md'), ROOT)}")
+    err = chart(runs, os.path.join(a.out, "latest.png"))
+    print(err or f"wrote {os.path.relpath(os.path.join(a.out, 'latest.png'), ROOT)}")
+    print(f"total {time.monotonic() - t_start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

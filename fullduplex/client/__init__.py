@@ -1,0 +1,202 @@
+"""The asyncio WebSocket client (S4): ``conn = await websocket_connect(url)``."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from ..endpoint import WebSocket
+from ..engine import DEFAULT_OPTIONS, EngineOptions, WebSocketEngine
+from ..protocol.deflate import DeflateOptions
+from ..protocol.errors import HandshakeFailed
+from ..protocol.handshake import ClientHandshake, ClientResult
+from ..protocol.limits import Limits
+
+__all__ = ["WebSocketClientConnection", "reconnecting", "websocket_connect"]
+
+#: The client's permessage-deflate offer unless told otherwise.
+DEFAULT_CLIENT_DEFLATE = DeflateOptions()
+
+
+class WebSocketClientConnection(WebSocket):
+    """A client connection: ``read_message()``, ``write_message()``, ``close()``…"""
+
+    def __init__(self, engine: WebSocketEngine, result: ClientResult) -> None:
+        super().__init__(engine)
+        #: The server's ``101`` response (headers include e.g. Set-Cookie).
+        self.response = result.response
+
+
+class _HandshakeProtocol(asyncio.Protocol):
+    """Runs the client's opening handshake, then hands the transport to the engine."""
+
+    def __init__(self, handshake: ClientHandshake, options: EngineOptions, name: str) -> None:
+        self.handshake = handshake
+        self.options = options
+        self.name = name
+        self.done: asyncio.Future[WebSocketClientConnection] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.handshake.request_bytes())
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        try:
+            result = self.handshake.receive_data(data)
+        except HandshakeFailed as exc:
+            self._fail(exc)
+            return
+        if result is None:
+            return
+        assert self.transport is not None
+        engine = WebSocketEngine(result.connection, options=self.options, name=self.name)
+        conn = WebSocketClientConnection(engine, result)
+        self.transport.set_protocol(engine)
+        engine.attach(self.transport, result.leftover)
+        self.done.set_result(conn)
+
+    def eof_received(self) -> bool | None:
+        try:
+            self.handshake.receive_eof()
+        except HandshakeFailed as exc:
+            self._fail(exc)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(
+                HandshakeFailed(f"connection lost during the handshake: {exc or 'closed by peer'}")
+            )
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def websocket_connect(
+    url: str,
+    *,
+    subprotocols: Sequence[str] = (),
+    headers: Iterable[tuple[str, str]] | dict[str, str] = (),
+    origin: str | None = None,
+    compression: DeflateOptions | None | str = "deflate",
+    ssl: ssl_module.SSLContext | bool | None = None,
+    open_timeout: float | None = 10.0,
+    max_message_size: int | None = 1024 * 1024,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    close_timeout: float = 10.0,
+    max_queue: int = 32,
+    limits: Limits | None = None,
+) -> WebSocketClientConnection:
+    """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
+
+    ``compression="deflate"`` offers permessage-deflate with default settings,
+    ``None`` disables it, a :class:`DeflateOptions` tunes it. Raises
+    :class:`HandshakeFailed` (with the server's status, headers and body) when the
+    server refuses, :class:`TimeoutError` after ``open_timeout`` seconds.
+    """
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    deflate = DEFAULT_CLIENT_DEFLATE if compression == "deflate" else compression
+    if isinstance(deflate, str):
+        raise ValueError(f"unknown compression {compression!r}")
+    if limits is None:
+        limits = Limits(max_message_size=max_message_size, max_frame_size=max_message_size)
+    handshake = ClientHandshake.from_url(
+        url,
+        origin=origin,
+        subprotocols=subprotocols,
+        deflate=deflate,
+        extra_headers=headers,
+        limits=limits,
+    )
+    if handshake.secure:
+        if ssl is None or ssl is True:
+            ssl = ssl_module.create_default_context()
+        elif ssl is False:
+            raise ValueError("wss:// needs TLS; pass an SSLContext or leave ssl unset")
+    elif ssl:
+        raise ValueError("an SSL context was given for a ws:// URL")
+    options = EngineOptions(
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        max_queue=max_queue,
+        max_write_buffer=max(DEFAULT_OPTIONS.max_write_buffer, 2 * (max_message_size or 0)),
+    )
+    loop = asyncio.get_running_loop()
+    name = f"client {url}"
+
+    async def connect() -> WebSocketClientConnection:
+        host = handshake.host.strip("[]")
+        _, protocol = await loop.create_connection(
+            lambda: _HandshakeProtocol(handshake, options, name),
+            host,
+            handshake.port,
+            ssl=ssl or None,
+            server_hostname=host if ssl else None,
+        )
+        assert isinstance(protocol, _HandshakeProtocol)
+        try:
+            return await protocol.done
+        except BaseException:
+            if protocol.transport is not None:
+                protocol.transport.abort()
+            raise
+
+    if open_timeout is None:
+        return await connect()
+    async with asyncio.timeout(open_timeout):
+        return await connect()
+
+
+async def reconnecting(
+    connect: Callable[[], Awaitable[WebSocketClientConnection]],
+    on_connect: Callable[[WebSocketClientConnection], Awaitable[Any]],
+    *,
+    initial_delay: float = 0.5,
+    max_delay: float = 30.0,
+    factor: float = 2.0,
+    max_attempts: int | None = None,
+    retry_on: tuple[type[BaseException], ...] = (OSError, HandshakeFailed, TimeoutError),
+) -> None:
+    """Keep a connection alive: connect, run ``on_connect(conn)``, reconnect when it ends.
+
+    Delays grow exponentially from ``initial_delay`` up to ``max_delay`` with full
+    jitter (a random delay between 0 and the current bound), so that many clients
+    dropped at once do not return at once. ``on_connect`` is where a client
+    re-subscribes; the delay resets after a connection that worked. Stops after
+    ``max_attempts`` consecutive failures (None: never) by re-raising the last error.
+    """
+    delay = initial_delay
+    failures = 0
+    while True:
+        try:
+            conn = await connect()
+        except retry_on:
+            failures += 1
+            if max_attempts is not None and failures >= max_attempts:
+                raise
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * factor, max_delay)
+            continue
+        failures = 0
+        delay = initial_delay
+        try:
+            await on_connect(conn)
+        finally:
+            if not conn.closed:
+                await conn.close()
+        await asyncio.sleep(random.uniform(0, delay))

@@ -1,0 +1,133 @@
+"""A WebSocket read with ``await receive()``: function views (S15) and the client (S4)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+from .engine import Message, MessageQueue, WebSocketEngine
+from .protocol.errors import ConnectionClosed
+
+__all__ = ["WebSocket"]
+
+
+class WebSocket:
+    """One open WebSocket connection, read message by message.
+
+    ``receive()`` raises :class:`ConnectionClosed` once the connection is over;
+    ``read_message()`` returns ``None`` instead (Tornado's client convention);
+    ``async for message in ws`` stops at the end of the connection.
+    """
+
+    def __init__(
+        self,
+        engine: WebSocketEngine,
+        request: Any = None,
+        on_closed: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self._queue = MessageQueue(engine, on_closed)
+        #: The HTTP request of the opening handshake (server side), else None.
+        self.request = request
+
+    # ----------------------------------------------------------------- read
+
+    async def receive(self) -> Message:
+        """The next message (``str`` for text, ``bytes`` for binary)."""
+        return await self._queue.get()
+
+    async def read_message(self) -> Message | None:
+        """The next message, or ``None`` once the connection is closed."""
+        try:
+            return await self._queue.get()
+        except ConnectionClosed:
+            return None
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                message = await self._queue.get()
+            except ConnectionClosed:
+                return
+            yield message
+
+    # ---------------------------------------------------------------- write
+
+    async def send(self, message: Message, binary: bool | None = None) -> None:
+        """Send one message and wait while the write buffer is above its high-water mark."""
+        engine = self.engine
+        engine.send(message, binary)
+        if engine.write_paused:
+            await engine.drain()
+
+    async def write_message(self, message: Message, binary: bool = False) -> None:
+        """Tornado-style send: ``binary=True`` sends ``str`` or bytes as a binary message."""
+        await self.send(message, True if binary else (False if isinstance(message, str) else None))
+
+    async def ping(self, data: bytes | None = None) -> float:
+        """Send a ping and wait for its pong; returns the round-trip time in seconds."""
+        start = self.engine.loop.time()
+        answered = await self.engine.ping(data)
+        return answered - start
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection (closing handshake) and wait until it is gone."""
+        self.engine.close(code, reason)
+        await self.engine.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is gone, whoever closed it."""
+        await self.engine.wait_closed()
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def closed(self) -> bool:
+        """True once the TCP connection is gone."""
+        return self.engine.closed
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code (1005: none given, 1006: no closing handshake); None while open."""
+        return self.engine.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason the peer gave, if any."""
+        return self.engine.close_reason
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the handshake (S11)."""
+        return self.engine.connection.subprotocol
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address as reported by the socket."""
+        transport = self.engine.transport
+        return transport.get_extra_info("peername") if transport is not None else None
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for sending but not yet handed to the OS."""
+        return self.engine.buffered_amount()
+
+    async def __aenter__(self) -> WebSocket:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.engine.closed:
+            try:
+                await asyncio.wait_for(self.close(), self.engine.options.close_timeout + 1)
+            except (TimeoutError, ConnectionClosed):
+                self.engine.abort()

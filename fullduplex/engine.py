@@ -1,0 +1,554 @@
+"""The one connection engine: asyncio around the sans-I/O core, for servers and clients.
+
+:class:`WebSocketEngine` is an :class:`asyncio.Protocol` that feeds bytes to a
+:class:`~fullduplex.protocol.connection.Connection`, hands messages to a *sink* (a
+handler object, a function view's queue, a client) and owns everything that needs a
+clock: keepalive pings, the closing-handshake timeout, write backpressure.
+
+The data path is callbacks only: no task or future per message. A sink whose
+``on_message`` returns an awaitable pauses reading until it completes, so a slow
+application slows its peer down instead of growing a buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .protocol.connection import Connection, Role
+from .protocol.errors import ConnectionClosed, LocalProtocolError, connection_closed
+from .protocol.events import (
+    BinaryMessage,
+    CloseReceived,
+    Event,
+    Ping,
+    Pong,
+    ProtocolViolation,
+    TextMessage,
+)
+
+__all__ = ["EngineOptions", "MessageQueue", "Sink", "WebSocketEngine"]
+
+logger = logging.getLogger("fullduplex.websocket")
+
+Message = str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Timeouts and buffer sizes of a connection; one instance is shared by many."""
+
+    #: Seconds without input before we send a keepalive ping (None: never).
+    ping_interval: float | None = 20.0
+    #: Seconds to wait for the pong before closing with 1011 (None: wait forever).
+    ping_timeout: float | None = 20.0
+    #: Seconds to wait for the closing handshake before dropping the TCP connection.
+    close_timeout: float = 10.0
+    #: Write buffer high-water mark in bytes: above it, writers wait (``drain``).
+    write_high_water: int = 64 * 1024
+    #: Hard cap on bytes queued for a peer that does not read; beyond it the
+    #: connection is closed (1008). Must exceed the largest message you send.
+    max_write_buffer: int = 32 * 1024 * 1024
+    #: Messages received but not yet read by a queue-style reader before the engine
+    #: stops reading from the socket (backpressure towards the peer).
+    max_queue: int = 32
+
+
+DEFAULT_OPTIONS = EngineOptions()
+
+
+class Sink(Protocol):
+    """What the engine delivers to: a handler, a function view's queue, a client."""
+
+    def on_message(self, message: Message) -> Awaitable[Any] | None: ...
+    def on_ping(self, payload: bytes) -> None: ...
+    def on_pong(self, payload: bytes) -> None: ...
+    def on_connection_closed(self, code: int, reason: str) -> None: ...
+
+
+class WebSocketEngine(asyncio.Protocol):
+    """Drives one WebSocket connection over an asyncio transport."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        sink: Sink | None = None,
+        *,
+        options: EngineOptions = DEFAULT_OPTIONS,
+        name: str = "",
+    ) -> None:
+        self.connection = connection
+        self.sink: Sink | None = sink
+        self.options = options
+        #: Peer description for logs, e.g. "127.0.0.1:50514".
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self._is_server = connection.role is Role.SERVER
+        self._closed = self.loop.create_future()
+        self._write_paused = False
+        self._drain_waiters: collections.deque[asyncio.Future[None]] | None = None
+        self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
+        self._backlog: collections.deque[Event] | None = None
+        self._busy = False  # an async on_message is running
+        self._read_paused = 0  # reasons for which reading is paused (bit set)
+        self._last_rx = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._ping_counter = 0
+        self._keepalive_ping: bytes | None = None
+        self._keepalive_sent_at = 0.0
+        #: Close code and reason reported to the sink once the connection is lost.
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+
+    # ------------------------------------------------------- transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Client side: the engine is created with the socket (after the handshake)."""
+        assert isinstance(transport, asyncio.Transport)
+        self.attach(transport)
+
+    def attach(self, transport: asyncio.Transport, leftover: bytes = b"") -> None:
+        """Take over ``transport`` (after the handshake) and feed bytes read past it."""
+        self.transport = transport
+        high = self.options.write_high_water
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self._last_rx = self.loop.time()
+        if self.options.ping_interval is not None:
+            self._keepalive = self.loop.call_at(
+                self._last_rx + self.options.ping_interval, self._keepalive_tick
+            )
+        if leftover:
+            self.data_received(leftover)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_rx = self.loop.time()
+        events = self.connection.receive_data(data)
+        if self._backlog is not None:
+            self._backlog.extend(events)
+        else:
+            self._dispatch_events(events)
+        if self.connection.has_data_to_send:
+            self._write_auto()
+
+    def eof_received(self) -> bool | None:
+        self.connection.receive_eof()
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        conn = self.connection
+        if not conn.eof_received:
+            conn.receive_eof()
+        self.close_code = conn.close_code
+        self.close_reason = conn.close_reason
+        waiters = self._drain_waiters
+        if waiters:
+            error = connection_closed(self.close_code, self.close_reason)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+                    waiter.exception()  # the closing path reports it; don't warn if unread
+        self._drain_waiters = None
+        for fut in self._ping_waiters.values():
+            if not fut.done():
+                fut.cancel()
+        self._ping_waiters.clear()
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if logger.isEnabledFor(logging.INFO):
+            sent = conn.close_sent
+            logger.info(
+                "%s closed: code %s%s%s%s",
+                self.name or "connection",
+                self.close_code,
+                f" {self.close_reason!r}" if self.close_reason else "",
+                f", we sent {sent[0]} {sent[1]!r}" if sent else "",
+                f", peer violation: {conn.failure}" if conn.failure else "",
+            )
+        sink = self.sink
+        if sink is not None:
+            try:
+                sink.on_connection_closed(self.close_code, self.close_reason)
+            except Exception:
+                logger.exception("error in on_close of %s", self.name or "connection")
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > self.options.max_write_buffer:
+            self._overflow()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # -------------------------------------------------------------- dispatch
+
+    def _dispatch_events(self, events: list[Event]) -> None:
+        sink = self.sink
+        for index, event in enumerate(events):
+            kind = type(event)
+            if kind is TextMessage or kind is BinaryMessage:
+                if sink is None:
+                    continue
+                try:
+                    result = sink.on_message(event[0])
+                except Exception:
+                    self._handler_failed()
+                    return
+                if result is not None:
+                    self._await_handler(result, events[index + 1 :])
+                    return
+            elif kind is Ping:
+                if sink is not None:
+                    sink.on_ping(event[0])
+            elif kind is Pong:
+                self._on_pong(event)  # type: ignore[arg-type]
+                if sink is not None:
+                    sink.on_pong(event[0])
+            elif kind is CloseReceived:
+                self._on_close_received()
+            elif kind is ProtocolViolation:
+                self._on_violation(event)  # type: ignore[arg-type]
+
+    def _await_handler(self, result: Awaitable[Any], rest: list[Event]) -> None:
+        """on_message returned an awaitable: stop reading until it completes."""
+        self._backlog = collections.deque(rest)
+        self.pause_reading(1)
+        task = asyncio.ensure_future(result)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            exc: BaseException | None = None
+        else:
+            exc = task.exception()
+        if exc is not None:
+            logger.error(
+                "error in on_message of %s", self.name or "connection", exc_info=exc
+            )
+            self._backlog = None
+            self._fail_internal()
+            return
+        backlog = self._backlog
+        self._backlog = None
+        if backlog:
+            self._dispatch_events(list(backlog))
+            if self._backlog is not None:
+                return  # another awaitable took over
+        self.resume_reading(1)
+
+    def _handler_failed(self) -> None:
+        logger.exception("error in on_message of %s", self.name or "connection")
+        self._fail_internal()
+
+    def _fail_internal(self) -> None:
+        """An application error: close with 1011 and no details (RFC 6455 §7.4.1)."""
+        self.close(1011, "internal error")
+
+    def _on_pong(self, event: Pong) -> None:
+        for payload in event.acknowledged:
+            if payload == self._keepalive_ping:
+                self._keepalive_ping = None
+                continue
+            fut = self._ping_waiters.pop(payload, None)
+            if fut is not None and not fut.done():
+                fut.set_result(self.loop.time())
+
+    def _on_close_received(self) -> None:
+        # The core queued our echo if needed; both close frames have now crossed.
+        self._write_auto()
+        transport = self.transport
+        if transport is None:
+            return
+        if self._is_server:
+            # §7.1.1: the server closes the TCP connection first.
+            transport.close()
+        else:
+            self._arm_close_timer()
+
+    def _on_violation(self, event: ProtocolViolation) -> None:
+        logger.info("%s: peer violated the protocol: %s", self.name or "connection", event.error)
+        self._write_auto()
+        transport = self.transport
+        if transport is not None:
+            # §7.1.7: after the close frame, drop the connection.
+            transport.close()
+
+    # ----------------------------------------------------------------- flow
+
+    def pause_reading(self, reason: int) -> None:
+        """Stop reading from the socket until every pausing reason is lifted."""
+        if not self._read_paused and self.transport is not None:
+            try:
+                self.transport.pause_reading()
+            except RuntimeError:
+                pass  # transport closing
+        self._read_paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        """Lift one reason for which reading was paused."""
+        was = self._read_paused
+        self._read_paused &= ~reason
+        if was and not self._read_paused and self.transport is not None:
+            try:
+                self.transport.resume_reading()
+            except RuntimeError:
+                pass
+
+    # --------------------------------------------------------------- output
+
+    def _write_auto(self) -> None:
+        data = self.connection.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def _ensure_open(self) -> asyncio.Transport:
+        transport = self.transport
+        if transport is None or self.connection.close_sent is not None:
+            conn = self.connection
+            code = self.close_code if self.close_code is not None else conn.close_code
+            raise connection_closed(code, self.close_reason or conn.close_reason)
+        return transport
+
+    def send(self, message: Message, binary: bool | None = None) -> None:
+        """Queue one message; ``str`` goes as text, bytes as binary unless ``binary`` says."""
+        transport = self._ensure_open()
+        conn = self.connection
+        if isinstance(message, str):
+            if binary:
+                data = conn.send_binary(message.encode("utf-8"))
+            else:
+                data = conn.send_text(message)
+        elif binary is False:
+            data = conn.send_text(bytes(message).decode("utf-8"))
+        else:
+            data = conn.send_binary(message)
+        transport.write(data)
+
+    def send_encoded(self, frame: bytes) -> bool:
+        """Write a frame encoded once for many receivers (broadcast); False if closed."""
+        transport = self.transport
+        if transport is None or self.connection.close_sent is not None:
+            return False
+        transport.write(frame)
+        return True
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the write buffer is above the high-water mark."""
+        return self._write_paused
+
+    def buffered_amount(self) -> int:
+        """Bytes written but not yet handed to the OS."""
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below the high-water mark."""
+        if not self._write_paused:
+            if self.transport is None:
+                self._ensure_open()
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = collections.deque()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _overflow(self) -> None:
+        """The peer stopped reading and the buffer passed its hard cap."""
+        logger.warning(
+            "%s: peer is not reading; %d bytes queued exceed max_write_buffer, closing",
+            self.name or "connection",
+            self.transport.get_write_buffer_size() if self.transport else 0,
+        )
+        conn = self.connection
+        if conn.close_sent is None:
+            try:
+                # The frame cannot overtake the queue; it records why we gave up.
+                conn.send_close(1008, "slow consumer: send buffer overflow")
+            except LocalProtocolError:
+                pass
+        if self.transport is not None:
+            self.transport.abort()
+
+    def ping(self, payload: bytes | None = None) -> asyncio.Future[float]:
+        """Send a ping; the future resolves with the loop time when its pong arrives."""
+        transport = self._ensure_open()
+        if payload is None:
+            self._ping_counter += 1
+            payload = self._ping_counter.to_bytes(4, "big")
+        fut: asyncio.Future[float] = self.loop.create_future()
+        transport.write(self.connection.send_ping(payload))
+        self._ping_waiters[bytes(payload)] = fut
+        return fut
+
+    def close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Start the closing handshake; the TCP connection ends when it completes or times out."""
+        transport = self.transport
+        conn = self.connection
+        if transport is None:
+            return
+        if conn.close_sent is None:
+            transport.write(conn.send_close(code, reason))
+        if conn.close_received is not None:
+            if self._is_server:
+                transport.close()
+            else:
+                self._arm_close_timer()
+        else:
+            self._arm_close_timer()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is gone."""
+        await asyncio.shield(self._closed)
+
+    @property
+    def closed(self) -> bool:
+        """True once the TCP connection is gone."""
+        return self._closed.done()
+
+    async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Graceful shutdown: close with ``code`` and wait for the connection to end."""
+        self.close(code, reason)
+        await self.wait_closed()
+
+    # ---------------------------------------------------------------- timers
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and self.transport is not None:
+            self._close_timer = self.loop.call_later(self.options.close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        if self.transport is not None:
+            logger.info("%s: closing handshake timed out", self.name or "connection")
+            self.transport.abort()
+
+    def _keepalive_tick(self) -> None:
+        """Send a ping after ``ping_interval`` of silence; close if its pong is late."""
+        self._keepalive = None
+        transport = self.transport
+        options = self.options
+        if transport is None or self.connection.close_sent is not None:
+            return
+        now = self.loop.time()
+        assert options.ping_interval is not None
+        if self._keepalive_ping is not None:
+            # A keepalive ping is out: any input in the meantime proves the peer alive.
+            if self._last_rx > self._keepalive_sent_at:
+                self._keepalive_ping = None
+            elif options.ping_timeout is not None:
+                logger.info("%s: keepalive ping timed out", self.name or "connection")
+                self.close(1011, "keepalive ping timeout")
+                return
+        due = self._last_rx + options.ping_interval
+        if due > now and self._keepalive_ping is None:
+            self._keepalive = self.loop.call_at(due, self._keepalive_tick)
+            return
+        if self._keepalive_ping is None:
+            self._ping_counter += 1
+            payload = b"ka" + self._ping_counter.to_bytes(4, "big")
+            transport.write(self.connection.send_ping(payload))
+            self._keepalive_ping = payload
+            self._keepalive_sent_at = now
+        wait = options.ping_timeout if options.ping_timeout is not None else options.ping_interval
+        self._keepalive = self.loop.call_at(now + wait, self._keepalive_tick)
+
+    def _cancel_timers(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+
+class MessageQueue:
+    """Queue-style reading for function views and clients: ``await receive()``.
+
+    Holds at most ``max_queue`` unread messages; beyond that the engine stops reading
+    from the socket until the reader catches up.
+    """
+
+    _PAUSE = 2
+
+    def __init__(
+        self,
+        engine: WebSocketEngine,
+        on_closed: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self._on_closed = on_closed
+        self._messages: collections.deque[Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._limit = engine.options.max_queue
+        self._paused = False
+        self._closed: tuple[int, str] | None = None
+        engine.sink = self
+
+    def on_message(self, message: Message) -> None:
+        self._messages.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(self._messages) >= self._limit and not self._paused:
+            self._paused = True
+            self.engine.pause_reading(self._PAUSE)
+
+    def on_ping(self, payload: bytes) -> None:
+        pass
+
+    def on_pong(self, payload: bytes) -> None:
+        pass
+
+    def on_connection_closed(self, code: int, reason: str) -> None:
+        self._closed = (code, reason)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._on_closed is not None:
+            self._on_closed(code, reason)
+
+    async def get(self) -> Message:
+        """Next message; raises :class:`ConnectionClosed` once the connection is over."""
+        while not self._messages:
+            if self._closed is not None:
+                raise connection_closed(*self._closed)
+            self._waiter = self.engine.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._messages.popleft()
+        if self._paused and len(self._messages) <= self._limit // 2:
+            self._paused = False
+            self.engine.resume_reading(self._PAUSE)
+        return message
+
+    def get_nowait(self) -> Message | None:
+        """Next message if one is waiting, else None."""
+        if self._messages:
+            return self._messages.popleft()
+        return None
+
+
+__all__ += ["ConnectionClosed"]

@@ -1,0 +1,303 @@
+"""WebSocket endpoints of the server: Tornado-style handlers (S3) and function views (S15).
+
+The HTTP protocol routes an upgrade request here; :meth:`WebSocketHandler.upgrade`
+runs the opening handshake (validation, origin check, subprotocol, compression),
+then hands the socket to a :class:`~fullduplex.engine.WebSocketEngine` whose sink is
+the handler itself, so a message goes from the parser to ``on_message`` with no
+adapter in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from ..endpoint import WebSocket
+from ..engine import EngineOptions, Message, WebSocketEngine
+from ..protocol.deflate import DeflateOptions
+from ..protocol.errors import ConnectionClosed, HandshakeRejected
+from ..protocol.handshake import ServerHandshake, reject
+from ..protocol.limits import Limits
+from .web import RequestHandler
+
+__all__ = [
+    "WebSocketClosedError",
+    "WebSocketHandler",
+    "function_view_handler",
+]
+
+logger = logging.getLogger("fullduplex.websocket")
+
+#: Tornado's name for writing to a closed connection.
+WebSocketClosedError = ConnectionClosed
+
+_DEFAULT_DEFLATE = DeflateOptions()
+
+
+def origin_allowed(origin: str, host: str | None, allowed: list[str] | None) -> bool:
+    """Same-origin unless ``allowed`` lists it (S12, like gorilla's CheckOrigin).
+
+    ``allowed`` holds full origins (``"https://example.com"``), bare host names
+    (``"example.com"``) or ``"*"``.
+    """
+    if allowed:
+        if "*" in allowed or origin in allowed:
+            return True
+        parsed = urlsplit(origin)
+        if parsed.hostname and (parsed.hostname in allowed or parsed.netloc in allowed):
+            return True
+    if host is None:
+        return False
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+class WebSocketHandler(RequestHandler):
+    """Subclass and override ``open``, ``on_message`` and ``on_close``.
+
+    ``on_message`` may be a coroutine: the next message is not read before it
+    returns, which is what keeps a slow application from buffering without bound.
+    """
+
+    #: Marks the route as a WebSocket endpoint for the HTTP protocol.
+    is_websocket: ClassVar[bool] = True
+
+    engine: WebSocketEngine | None = None
+    close_code: int | None = None
+    close_reason: str | None = None
+    selected_subprotocol: str | None = None
+    _closed_called = False
+    _done: asyncio.Future[None] | None = None
+
+    # ---------------------------------------------------------- overridables
+
+    def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
+        """Called once the connection is open, with the route's path arguments."""
+        return None
+
+    def on_message(self, message: Message) -> Awaitable[None] | None:
+        """Called for each message: ``str`` for text, ``bytes`` for binary."""
+        raise NotImplementedError
+
+    def on_close(self) -> None:
+        """Called exactly once when the connection is over (``close_code`` is set)."""
+
+    def on_ping(self, data: bytes) -> None:
+        """Called when a ping arrives (the pong is sent automatically)."""
+
+    def on_pong(self, data: bytes) -> None:
+        """Called when a pong arrives."""
+
+    def check_origin(self, origin: str) -> bool:
+        """Allow the upgrade for this ``Origin``? Same-origin or ``allowed_origins``."""
+        return origin_allowed(
+            origin, self.request.headers.get("Host"), self.settings.get("allowed_origins")
+        )
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """Pick one of the client's subprotocols (S11); None accepts without one."""
+        return None
+
+    def get_compression_options(self) -> DeflateOptions | None:
+        """permessage-deflate settings, or None to refuse compression."""
+        option = self.settings.get("websocket_compression", _DEFAULT_DEFLATE)
+        if option is True:
+            return _DEFAULT_DEFLATE
+        return option or None
+
+    # ------------------------------------------------------------ sending
+
+    def write_message(self, message: Message | dict[str, Any], binary: bool = False) -> asyncio.Future[None]:
+        """Send a message; ``dict`` goes as JSON text. The returned future resolves once
+        the write buffer is below its high-water mark (await it to respect backpressure).
+        """
+        engine = self.engine
+        if engine is None:
+            raise WebSocketClosedError(1006, "not connected")
+        if isinstance(message, dict):
+            message = json.dumps(message)
+        engine.send(message, True if binary else (None if isinstance(message, str) else False))
+        if engine.write_paused:
+            return asyncio.ensure_future(engine.drain())
+        done = self._done
+        if done is None:
+            done = self._done = engine.loop.create_future()
+            done.set_result(None)
+        return done
+
+    def ping(self, data: bytes | str = b"") -> asyncio.Future[float]:
+        """Send a ping; the future resolves when its pong arrives."""
+        if self.engine is None:
+            raise WebSocketClosedError(1006, "not connected")
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return self.engine.ping(data or None)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Start the closing handshake (``code`` defaults to 1000 when a reason is given)."""
+        if self.engine is None:
+            return
+        if code is None and reason:
+            code = 1000
+        self.engine.close(code, reason or "")
+
+    @property
+    def ws_connection(self) -> WebSocketEngine | None:
+        """The engine driving this connection (Tornado name)."""
+        return self.engine
+
+    # -------------------------------------------------------- engine sink
+
+    def on_connection_closed(self, code: int, reason: str) -> None:
+        if self._closed_called:
+            return
+        self._closed_called = True
+        self.close_code = code
+        self.close_reason = reason
+        self.app._websocket_closed(self)
+        self.on_close()
+
+    # ------------------------------------------------------------ upgrade
+
+    def _engine_options(self) -> EngineOptions:
+        return self.app._websocket_options
+
+    def _limits(self) -> Limits:
+        return self.app._websocket_limits
+
+    def upgrade(self, transport: asyncio.Transport, leftover: bytes) -> bool:
+        """Run the opening handshake on ``transport``; True if the connection is now ours.
+
+        On False the response (400/403/426…) was written and the caller goes on with
+        HTTP as usual (the rejection responses ask for ``Connection: close``).
+        """
+        request = self.request
+        handshake = ServerHandshake(request.to_protocol_request(), self._limits())
+        try:
+            handshake.validate()
+            origin = handshake.origin
+            if origin is not None and not self.check_origin(origin):
+                logger.warning(
+                    "rejected WebSocket from %s: origin %r not allowed for %s",
+                    request.remote_ip, origin, request.path,
+                )
+                raise HandshakeRejected(403, f"origin {origin!r} is not allowed")
+            offered = handshake.subprotocols
+            subprotocol = self.select_subprotocol(offered) if offered else None
+            self.selected_subprotocol = subprotocol
+            response, connection = handshake.accept(
+                subprotocol=subprotocol,
+                deflate=self.get_compression_options(),
+                extra_headers=self._extra_handshake_headers(),
+                limits=self._limits(),
+            )
+        except HandshakeRejected as exc:
+            if exc.status != 403:
+                logger.info(
+                    "rejected WebSocket from %s for %s: %s %s",
+                    request.remote_ip, request.path, exc.status, exc.reason,
+                )
+            transport.write(reject(exc))
+            self._status_code = exc.status
+            return False
+        name = f"{request.remote_ip} {request.path}"
+        engine = WebSocketEngine(connection, self, options=self._engine_options(), name=name)
+        self.engine = engine
+        transport.write(response)
+        transport.set_protocol(engine)
+        self._status_code = 101
+        self.app._websocket_opened(self)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "%s opened%s%s",
+                name,
+                f", subprotocol {subprotocol}" if subprotocol else "",
+                ", permessage-deflate" if connection.deflate is not None else "",
+            )
+        # Messages that arrive while open() runs wait: reading starts after it.
+        engine.pause_reading(4)
+        engine.attach(transport, b"")
+        self._leftover = leftover
+        try:
+            result = self.open(*self.path_args, **self.path_kwargs)
+        except Exception:
+            logger.exception("error in open() of %s", name)
+            engine.resume_reading(4)
+            engine.close(1011, "internal error")
+            return True
+        if result is not None and inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(self._opened)
+        else:
+            self._start_reading()
+        return True
+
+    def _opened(self, task: asyncio.Future[Any]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            logger.error("error in open() of %s", self.request.path, exc_info=exc)
+            assert self.engine is not None
+            self.engine.resume_reading(4)
+            self.engine.close(1011, "internal error")
+            return
+        self._start_reading()
+
+    def _start_reading(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        leftover = self._leftover
+        self._leftover = b""
+        engine.resume_reading(4)
+        if leftover and engine.transport is not None:
+            engine.data_received(leftover)
+
+    def _extra_handshake_headers(self) -> list[tuple[str, str]]:
+        """Headers set with set_header()/set_cookie() before the upgrade go in the 101."""
+        return self._handshake_headers()
+
+
+def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[WebSocketHandler]:
+    """Wrap ``async def view(ws)`` (S15) as a handler class for the route table.
+
+    The view runs as one task with a :class:`~fullduplex.endpoint.WebSocket`
+    (``await ws.receive()``, ``await ws.send()``, ``async for``); when it returns the
+    connection is closed with 1000, when it raises with 1011.
+    """
+
+    class FunctionView(WebSocketHandler):
+        _view = staticmethod(view)
+        ws: WebSocket | None = None
+
+        def open(self, *args: Any, **kwargs: Any) -> None:
+            assert self.engine is not None
+            # The queue becomes the engine's sink; on_close still runs once.
+            self.ws = WebSocket(self.engine, self.request, on_closed=self.on_connection_closed)
+            task = asyncio.ensure_future(self._run(*args, **kwargs))
+            self.app._track_task(task)
+
+        async def _run(self, *args: Any, **kwargs: Any) -> None:
+            assert self.ws is not None and self.engine is not None
+            try:
+                if args or kwargs:
+                    await self._view(self.ws, *args, **kwargs)  # type: ignore[call-arg]
+                else:
+                    await self._view(self.ws)
+            except ConnectionClosed:
+                pass
+            except Exception:
+                logger.exception("error in WebSocket view %s", getattr(view, "__qualname__", view))
+                self.engine.close(1011, "internal error")
+                return
+            if not self.engine.closed:
+                self.engine.close(1000, "")
+
+        def on_message(self, message: Message) -> None:  # replaced by the queue
+            raise AssertionError("unreachable")
+
+    FunctionView.__name__ = f"FunctionView[{getattr(view, '__name__', 'view')}]"
+    FunctionView.__qualname__ = FunctionView.__name__
+    return FunctionView
