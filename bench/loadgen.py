@@ -54,20 +54,21 @@ def self_cpu_us() -> float:
     return (r.ru_utime + r.ru_stime) * 1e6
 
 
-def system_busy_us() -> float:
-    """CPU time spent busy by the whole machine (all CPUs), from /proc/stat."""
+def system_busy_us() -> tuple[float, float]:
+    """Machine-wide CPU time from /proc/stat (all CPUs), in µs:
+    (user+nice+system, irq+softirq+steal)."""
     with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    total = sum(vals[:8])  # guest time is already included in user
-    return (total - idle) * 1e6 / CLK_TCK
+        v = [int(x) for x in f.readline().split()[1:]] + [0] * 8
+    return (v[0] + v[1] + v[2]) * 1e6 / CLK_TCK, (v[5] + v[6] + v[7]) * 1e6 / CLK_TCK
 
 
 class Window:
     """Snapshot of wall clock, server CPU and generator CPU around a measured window.
 
-    ``other_cpu_util`` is the CPU the rest of the machine used meanwhile (other
-    processes, kernel threads): a noisy neighbour shows up there.
+    ``other_cpu_util`` is the user+system CPU the rest of the machine used meanwhile
+    (other processes, kernel threads): a noisy neighbour shows up there.
+    ``irq_steal_cpu_util`` is irq+softirq+steal time (loopback packet processing
+    that the kernel does not charge to a process, and hypervisor steal).
     """
 
     def __init__(self, pid: int) -> None:
@@ -76,13 +77,15 @@ class Window:
         self.s0 = proc_cpu_us(pid)
         self.g0 = self_cpu_us()
         self.b0 = system_busy_us()
-        self.wall = self.server_cpu = self.gen_cpu = self.other_cpu = 0.0
+        self.wall = self.server_cpu = self.gen_cpu = self.other_cpu = self.irq_cpu = 0.0
 
     def stop(self) -> "Window":
         self.wall = time.perf_counter() - self.t0
         self.server_cpu = proc_cpu_us(self.pid) - self.s0
         self.gen_cpu = self_cpu_us() - self.g0
-        self.other_cpu = max(0.0, system_busy_us() - self.b0 - self.server_cpu - self.gen_cpu)
+        b1 = system_busy_us()
+        self.other_cpu = max(0.0, b1[0] - self.b0[0] - self.server_cpu - self.gen_cpu)
+        self.irq_cpu = b1[1] - self.b0[1]
         return self
 
     def result(self, ops: int, **extra: Any) -> dict[str, Any]:
@@ -95,6 +98,7 @@ class Window:
             "server_cpu_util": round(self.server_cpu / 1e6 / wall, 3),
             "gen_cpu_util": round(self.gen_cpu / 1e6 / wall, 3),
             "other_cpu_util": round(self.other_cpu / 1e6 / wall, 3),
+            "irq_steal_cpu_util": round(self.irq_cpu / 1e6 / wall, 3),
         }
         out.update(extra)
         return out

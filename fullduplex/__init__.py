@@ -1,3 +1,71 @@
-"""fullduplex: real-time web framework and server (RFC 6455 WebSocket + HTTP on one port)."""
+"""fullduplex: real-time web framework and server (RFC 6455 WebSocket + HTTP on one port).
+
+The public surface, listed once::
+
+    from fullduplex import App, RequestHandler, WebSocketHandler, WebSocket
+    from fullduplex import websocket_connect          # asyncio client
+    from fullduplex.sync import websocket_connect     # blocking client
+
+Names are imported on first use, so that ``import fullduplex.protocol`` (the sans-I/O
+core) does not pull in asyncio, sockets or the server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "App": ".server",
+    "HTTPError": ".server",
+    "RequestHandler": ".server",
+    "StaticFileHandler": ".server",
+    "authenticated": ".server",
+    "WebSocketHandler": ".server.websocket",
+    "WebSocketClosedError": ".server.websocket",
+    "WebSocket": ".endpoint",
+    "WebSocketClientConnection": ".client",
+    "reconnecting": ".client",
+    "websocket_connect": ".client",
+    "DeflateOptions": ".protocol.deflate",
+    "ConnectionClosed": ".protocol.errors",
+    "ConnectionClosedError": ".protocol.errors",
+    "ConnectionClosedOK": ".protocol.errors",
+    "FullDuplexError": ".protocol.errors",
+    "HandshakeFailed": ".protocol.errors",
+    "ProtocolError": ".protocol.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fullduplex' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .client import WebSocketClientConnection, reconnecting, websocket_connect
+    from .endpoint import WebSocket
+    from .protocol.deflate import DeflateOptions
+    from .protocol.errors import (
+        ConnectionClosed,
+        ConnectionClosedError,
+        ConnectionClosedOK,
+        FullDuplexError,
+        HandshakeFailed,
+        ProtocolError,
+    )
+    from .server import App, HTTPError, RequestHandler, StaticFileHandler, authenticated
+    from .server.websocket import WebSocketClosedError, WebSocketHandler

@@ -66,8 +66,9 @@ class WebSocket:
             await engine.drain()
 
     async def write_message(self, message: Message, binary: bool = False) -> None:
-        """Tornado-style send: ``binary=True`` sends ``str`` or bytes as a binary message."""
-        await self.send(message, True if binary else (False if isinstance(message, str) else None))
+        """Tornado-style send: ``str`` as text, bytes as binary; ``binary=True`` sends a
+        ``str`` as binary too."""
+        await self.send(message, True if binary else None)
 
     async def ping(self, data: bytes | None = None) -> float:
         """Send a ping and wait for its pong; returns the round-trip time in seconds."""

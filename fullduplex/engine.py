@@ -99,6 +99,9 @@ class WebSocketEngine(asyncio.Protocol):
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._pending: collections.deque[bytes] | None = None
+        #: Broadcast frames discarded by a drop policy (slow consumer).
+        self.dropped = 0
         self._ping_counter = 0
         self._keepalive_ping: bytes | None = None
         self._keepalive_sent_at = 0.0
@@ -187,6 +190,10 @@ class WebSocketEngine(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._pending:
+            self._flush_pending()
+            if self._write_paused:
+                return
         waiters = self._drain_waiters
         if waiters:
             self._drain_waiters = None
@@ -326,6 +333,9 @@ class WebSocketEngine(asyncio.Protocol):
     def send(self, message: Message, binary: bool | None = None) -> None:
         """Queue one message; ``str`` goes as text, bytes as binary unless ``binary`` says."""
         transport = self._ensure_open()
+        if self._pending:
+            # Keep order behind broadcast frames still waiting for a slow peer.
+            transport = _PendingWriter(self._pending)  # type: ignore[assignment]
         conn = self.connection
         if isinstance(message, str):
             if binary:
@@ -338,13 +348,54 @@ class WebSocketEngine(asyncio.Protocol):
             data = conn.send_binary(message)
         transport.write(data)
 
-    def send_encoded(self, frame: bytes) -> bool:
-        """Write a frame encoded once for many receivers (broadcast); False if closed."""
+    def send_encoded(
+        self, frame: bytes, max_pending: int = 256, policy: str = "close"
+    ) -> bool:
+        """Write a frame encoded once for many receivers (broadcast); False if not sent.
+
+        While the peer is slow (write buffer above its high-water mark) frames wait in
+        a queue of at most ``max_pending`` frames; when it is full, ``policy`` decides:
+        ``"close"`` closes the connection with 1013 (default), ``"drop_oldest"``
+        discards the oldest waiting frame, ``"latest"`` keeps only the newest.
+        """
         transport = self.transport
         if transport is None or self.connection.close_sent is not None:
             return False
-        transport.write(frame)
+        pending = self._pending
+        if not self._write_paused and not pending:
+            transport.write(frame)
+            return True
+        if pending is None:
+            pending = self._pending = collections.deque()
+        if len(pending) >= max_pending:
+            if policy == "drop_oldest":
+                pending.popleft()
+                self.dropped += 1
+            elif policy == "latest":
+                self.dropped += len(pending)
+                pending.clear()
+            else:
+                logger.warning(
+                    "%s: slow consumer, %d broadcast frames waiting; closing",
+                    self.name or "connection", len(pending),
+                )
+                pending.clear()
+                self._pending = None
+                self.close(1013, "slow consumer")
+                return False
+        pending.append(frame)
         return True
+
+    def _flush_pending(self) -> None:
+        """Move waiting broadcast frames to the transport while it accepts them."""
+        pending = self._pending
+        transport = self.transport
+        if pending is None or transport is None:
+            return
+        while pending and not self._write_paused:
+            transport.write(pending.popleft())
+        if not pending:
+            self._pending = None
 
     @property
     def write_paused(self) -> bool:
@@ -480,6 +531,15 @@ class WebSocketEngine(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+
+
+class _PendingWriter:
+    """Stands in for the transport while broadcast frames wait, to keep order."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, pending: collections.deque[bytes]) -> None:
+        self.write = pending.append
 
 
 class MessageQueue:

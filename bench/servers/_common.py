@@ -47,16 +47,28 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def run(main: Callable[[], Awaitable[Any]], loop: str) -> None:
-    """Run ``main()`` forever on the chosen loop; exit quietly on SIGINT/SIGTERM."""
+    """Run ``main()`` on the chosen loop until it returns or SIGTERM/SIGINT arrives, then exit
+    at once (no slow teardown of thousands of connections)."""
+    import os
     import signal
 
-    def _stop(*_: Any) -> None:
-        raise KeyboardInterrupt
+    async def guarded() -> None:
+        ev = asyncio.get_running_loop()
+        stop = ev.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            ev.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        task = asyncio.ensure_future(main())
+        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
-    signal.signal(signal.SIGTERM, _stop)
+    code = 0
     try:
         with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-            runner.run(main())
-    except KeyboardInterrupt:
-        pass
-    sys.exit(0)
+            runner.run(guarded())
+    except BaseException as exc:  # noqa: BLE001
+        print(f"server error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

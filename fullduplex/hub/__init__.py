@@ -1,0 +1,71 @@
+"""Rooms, presence, history and broadcast (one frame encoded for N receivers).
+
+``from fullduplex.hub import broadcast`` is the low-level fan-out;
+:class:`MemoryHub` (default) and the Redis backend implement :class:`Hub`;
+:class:`RoomHandler` speaks the rooms wire protocol to browsers and programs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .base import (
+    POLICIES,
+    Entry,
+    Gap,
+    Hub,
+    HubClosed,
+    JoinResult,
+    Policy,
+    Receiver,
+    RoomOptions,
+    broadcast,
+)
+from .memory import MemoryHub
+
+if TYPE_CHECKING:
+    from .rooms import RoomHandler
+
+__all__ = [
+    "POLICIES",
+    "Entry",
+    "Gap",
+    "Hub",
+    "HubClosed",
+    "JoinResult",
+    "MemoryHub",
+    "Policy",
+    "Receiver",
+    "RoomHandler",
+    "RoomOptions",
+    "broadcast",
+    "create_hub",
+]
+
+
+def create_hub(setting: Hub | str | None = None) -> Hub:
+    """The hub for an App's ``hub`` setting.
+
+    ``None``, ``"memory"`` or ``"memory://"``: a new :class:`MemoryHub`. A :class:`Hub`
+    instance: itself. ``"redis://host:port/db"``: the Redis backend
+    (``RedisHub.from_url(url)`` in :mod:`fullduplex.hub.redis`).
+    """
+    if setting is None or setting in ("memory", "memory://"):
+        return MemoryHub()
+    if isinstance(setting, Hub):
+        return setting
+    if isinstance(setting, str) and setting.startswith(("redis://", "rediss://", "unix://")):
+        backend = importlib.import_module(".redis", __name__)  # needs the redis package
+        hub: Hub = backend.RedisHub.from_url(setting)
+        return hub
+    raise ValueError(f"hub setting must be a Hub, 'memory' or a redis:// URL, not {setting!r}")
+
+
+def __getattr__(name: str) -> Any:
+    # RoomHandler pulls in the HTTP server; the server imports the hub for App.hub.
+    if name == "RoomHandler":
+        from .rooms import RoomHandler
+
+        return RoomHandler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -316,21 +316,56 @@ static const unsigned char second_hi4[5] = {0xBF, 0xBF, 0xBF, 0xBF, 0x8F};
 #define IS_TAIL(b) (((b) & 0xC0u) == 0x80u)
 #define IN_RANGE(b, lo, hi) ((unsigned int)((b) - (lo)) <= (unsigned int)((hi) - (lo)))
 
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-/* Index of the first byte with its high bit set, given a non-zero high-bit mask. */
-#define FIRST_HIGH_BYTE(bits) ((Py_ssize_t)(__builtin_ctzll(bits) >> 3))
+#if (defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) || defined(_MSC_VER)
+/* Byte i of a loaded word is bits 8i..8i+7: the word checks below rely on it. */
+#define WORDS_LITTLE_ENDIAN 1
 #endif
 
+/* Whether the 8 bytes of `w`, preceded by a 2-byte lead iff `*carry` (0x80, else 0),
+ * are ASCII and complete 2-byte sequences, possibly ending with a 2-byte lead (which
+ * sets `*carry` for the next word). Branch-free, for Latin, Greek, Cyrillic, Hebrew,
+ * Arabic... text. False means "not sure": the caller checks one sequence at a time. */
+static inline int
+word_is_ascii_or_2byte(uint64_t w, uint64_t *carry)
+{
+#ifdef WORDS_LITTLE_ENDIAN
+    const uint64_t high = w & ASCII_HIGH_BITS;         /* 1xxxxxxx */
+    const uint64_t bit6 = (w << 1) & ASCII_HIGH_BITS;  /* bit 6 of each byte, at bit 7 */
+    const uint64_t bit5 = (w << 2) & ASCII_HIGH_BITS;  /* bit 5 of each byte, at bit 7 */
+    const uint64_t tail = high & ~bit6;                /* 10xxxxxx */
+    const uint64_t lead = high & bit6;                 /* 11xxxxxx */
+    const uint64_t lead2 = lead & ~bit5;               /* 110xxxxx */
+    /* C0 and C1 (overlong) are the 2-byte leads with bits 4..1 all zero. */
+    const uint64_t nonzero_4_1 = ((w & UINT64_C(0x1E1E1E1E1E1E1E1E)) +
+                                  UINT64_C(0x7F7F7F7F7F7F7F7F)) & ASCII_HIGH_BITS;
+    /* Every continuation byte right after a 2-byte lead, and only there. */
+    const uint64_t expected_tail = (lead2 << 8) | *carry;
+    if ((lead & bit5) | (lead2 & ~nonzero_4_1) | (tail ^ expected_tail)) {
+        return 0;
+    }
+    *carry = lead2 >> 56;
+    return 1;
+#else
+    if (*carry != 0 || (w & ASCII_HIGH_BITS) != 0) {
+        return 0;
+    }
+    return 1;
+#endif
+}
+
 /* From a character boundary, skip valid UTF-8 while at least 8 bytes are left;
- * return where it stopped (at a character boundary). */
+ * return where it stopped (at a character boundary). It alternates between a word
+ * mode (ASCII 32 or 8 bytes at a time, ASCII mixed with 2-byte sequences 8 bytes at
+ * a time) and a sequence mode (one 2-, 3- or 4-byte sequence at a time, for CJK,
+ * emoji...), which it leaves at the next ASCII byte after at least 8 bytes. */
 static const unsigned char *
 utf8_fast(const unsigned char *p, const unsigned char *const end)
 {
     while (end - p >= 8) {
-        unsigned int b0 = p[0];
-        if (b0 < 0x80) {
-            uint64_t high = load64(p) & ASCII_HIGH_BITS;
-            if (high == 0) {
+        uint64_t carry = 0;
+        while (end - p >= 8) {
+            uint64_t w = load64(p);
+            if ((w & ASCII_HIGH_BITS) == 0 && carry == 0) {
                 p += 8;
                 while (end - p >= 32 &&
                        !((load64(p) | load64(p + 8) | load64(p + 16) | load64(p + 24)) &
@@ -339,40 +374,56 @@ utf8_fast(const unsigned char *p, const unsigned char *const end)
                 }
                 continue;
             }
-#ifdef FIRST_HIGH_BYTE
-            p += FIRST_HIGH_BYTE(high);
-#else
-            while (*p < 0x80) {
+            if (!word_is_ascii_or_2byte(w, &carry)) {
+                break;
+            }
+            p += 8;
+        }
+        if (carry != 0) {
+            p -= 1; /* back to the pending 2-byte lead: a character boundary */
+        }
+
+        const unsigned char *const min_stop = p + 8;
+        int last_was_2byte = 0;
+        while (end - p >= 4) {
+            unsigned int b0 = p[0];
+            if (b0 < 0x80) {
+                /* Back to word mode where it pays: after a 2-byte sequence (alphabetic
+                 * scripts) or before 8 ASCII bytes; short ASCII words inside CJK text
+                 * stay here. */
+                if (p >= min_stop && (last_was_2byte || (end - p >= 8 &&
+                                                         !(load64(p) & ASCII_HIGH_BITS)))) {
+                    break;
+                }
                 p++;
+                continue;
             }
-#endif
-            if (end - p < 4) {
-                break;
+            unsigned int b1 = p[1];
+            last_was_2byte = b0 < 0xE0;
+            if (b0 < 0xE0) { /* UTF8-2 = %xC2-DF UTF8-tail */
+                if (UNLIKELY(b0 < 0xC2 || !IS_TAIL(b1))) {
+                    return p;
+                }
+                p += 2;
             }
-            b0 = p[0];
+            else if (b0 < 0xF0) { /* UTF8-3 */
+                if (UNLIKELY(!IN_RANGE(b1, second_lo3[b0 & 0x0F], second_hi3[b0 & 0x0F]) ||
+                             !IS_TAIL(p[2]))) {
+                    return p;
+                }
+                p += 3;
+            }
+            else { /* UTF8-4 */
+                if (UNLIKELY(b0 > 0xF4 ||
+                             !IN_RANGE(b1, second_lo4[b0 & 0x07], second_hi4[b0 & 0x07]) ||
+                             !IS_TAIL(p[2]) || !IS_TAIL(p[3]))) {
+                    return p;
+                }
+                p += 4;
+            }
         }
-        /* b0 is not ASCII and p[0..3] are readable. */
-        unsigned int b1 = p[1];
-        if (b0 < 0xE0) { /* UTF8-2 = %xC2-DF UTF8-tail */
-            if (UNLIKELY(b0 < 0xC2 || !IS_TAIL(b1))) {
-                break;
-            }
-            p += 2;
-        }
-        else if (b0 < 0xF0) { /* UTF8-3 */
-            if (UNLIKELY(!IN_RANGE(b1, second_lo3[b0 & 0x0F], second_hi3[b0 & 0x0F]) ||
-                         !IS_TAIL(p[2]))) {
-                break;
-            }
-            p += 3;
-        }
-        else { /* UTF8-4 */
-            if (UNLIKELY(b0 > 0xF4 ||
-                         !IN_RANGE(b1, second_lo4[b0 & 0x07], second_hi4[b0 & 0x07]) ||
-                         !IS_TAIL(p[2]) || !IS_TAIL(p[3]))) {
-                break;
-            }
-            p += 4;
+        if (end - p < 4) {
+            break;
         }
     }
     return p;

@@ -183,8 +183,12 @@ class Connection:
         if self.failure is not None or self.close_received is not None or self.eof_received:
             # §5.5.1: nothing follows a close frame; after a failure input is ignored.
             return events
+        if type(data) is not bytes:
+            # One byte per index whatever the buffer's format (a memoryview of an
+            # array('H') counts items, not bytes).
+            data = bytes(data)
         if self._buf:
-            data = self._buf + bytes(data)
+            data = self._buf + data
             self._buf = b""
         try:
             self._parse(data, events)
@@ -350,6 +354,12 @@ class Connection:
 
     def _data_piece(self, piece: bytes, last: bool, events: list[Event]) -> None:
         """Add a piece of a data message; ``last`` marks the end of the message."""
+        if self.close_sent is not None:
+            # §1.4: data received after our close frame is discarded unread, whatever
+            # its content and however it was split.
+            if last:
+                self._discard_message()
+            return
         limits = self.limits
         if self._compressed:
             assert self.deflate is not None
@@ -375,8 +385,6 @@ class Connection:
         self._fragments = 0
         self._compressed = False
         self._utf8_state = 0
-        if self.close_sent is not None:
-            return  # §1.4: data received after our close frame is discarded
         if opcode == OP_TEXT:
             if utf8_state != 0:
                 raise InvalidUTF8("text message ends inside a UTF-8 sequence")
@@ -475,7 +483,9 @@ class Connection:
 
     def _check_can_send(self) -> None:
         if self.close_sent is not None:
-            raise LocalProtocolError("cannot send data after a close frame was sent")
+            raise LocalProtocolError("cannot send after a close frame was sent")
+        if self.eof_received:
+            raise LocalProtocolError("cannot send: the connection is closed")
 
     def _frame_bytes(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
         mask = _mask_keys.next() if self.role is Role.CLIENT else None
@@ -494,8 +504,8 @@ class Connection:
     def _send_message(
         self, opcode: int, data: bytes | bytearray | memoryview, compress: bool | None
     ) -> bytes:
-        if self.close_sent is not None:
-            raise LocalProtocolError("cannot send data after a close frame was sent")
+        if self.close_sent is not None or self.eof_received:
+            self._check_can_send()
         deflate = self.deflate
         if deflate is not None and (compress or (compress is None and deflate.should_compress(len(data)))):
             return self._frame_bytes(opcode, deflate.compress(data), rsv1=True)

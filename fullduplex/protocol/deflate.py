@@ -34,6 +34,7 @@ valid for 256 bytes, and also tolerates peers whose zlib silently used 9.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ _MIN_WINDOW_BITS = 8
 _MAX_WINDOW_BITS = 15
 # RFC 7692 §7.2.1 / §7.2.2: the empty stored block that ends a sync flush.
 _TAIL = b"\x00\x00\xff\xff"
+# Largest max_length zlib's decompress() accepts (a Py_ssize_t).
+_MAX_LENGTH = sys.maxsize
 # RFC 7692 §7.1.2.1 / §7.1.2.2: "a decimal integer value without leading zeroes
 # between 8 to 15, inclusive".
 _WINDOW_BITS_VALUES = {str(bits): bits for bits in range(_MIN_WINDOW_BITS, _MAX_WINDOW_BITS + 1)}
@@ -129,6 +132,21 @@ class PerMessageDeflate:
 
     name = EXTENSION_NAME
 
+    __slots__ = (
+        "_deflater",
+        "_in_message",
+        "_inflate_wbits",
+        "_inflater",
+        "_message_size",
+        "compress_level",
+        "local_max_window_bits",
+        "local_no_context_takeover",
+        "mem_level",
+        "min_size",
+        "remote_max_window_bits",
+        "remote_no_context_takeover",
+    )
+
     def __init__(
         self,
         *,
@@ -155,8 +173,10 @@ class PerMessageDeflate:
         self.min_size = min_size
         self._deflater: zlib._Compress | None = None
         self._inflater: zlib._Decompress | None = None
-        self._message_in = 0  # compressed bytes fed in the current incoming message
-        self._message_out = 0  # bytes it has decompressed to so far
+        # At least 9 bits: zlib-based peers limited to 8 really compress with 9.
+        self._inflate_wbits = -max(remote_max_window_bits, 9)
+        self._in_message = False  # an incoming compressed message has started
+        self._message_size = 0  # bytes it has decompressed to so far
 
     def __repr__(self) -> str:
         return (
@@ -201,40 +221,6 @@ class PerMessageDeflate:
 
     # -- receiving -----------------------------------------------------------
 
-    def _inflate(
-        self,
-        inflater: zlib._Decompress,
-        data: bytes | bytearray | memoryview,
-        max_size: int | None,
-        *,
-        tail: bool = False,
-    ) -> bytes:
-        if inflater.eof:
-            # A block with BFINAL set ended the stream (§7.2.3.3); only the tail we
-            # append may follow it.
-            if tail:
-                return b""
-            raise InvalidPayload("compressed data continues after the final deflate block")
-        if max_size is None:
-            out = inflater.decompress(data)
-        else:
-            # Never let zlib produce more than max_size + 1 bytes for the message:
-            # a few KiB of input can inflate to gigabytes (a deflate bomb).
-            room = max(max_size - self._message_out, 0)
-            out = inflater.decompress(data, room + 1)
-            if len(out) > room or inflater.unconsumed_tail:
-                raise MessageTooBig(f"decompressed message exceeds {max_size} bytes")
-        self._message_out += len(out)
-        if inflater.eof and inflater.unused_data and not tail:
-            raise InvalidPayload("compressed data continues after the final deflate block")
-        return out
-
-    def _end_message(self, *, drop: bool) -> None:
-        self._message_in = 0
-        self._message_out = 0
-        if drop:
-            self._inflater = None
-
     def decompress(
         self,
         data: bytes | bytearray | memoryview,
@@ -252,30 +238,66 @@ class PerMessageDeflate:
         """
         inflater = self._inflater
         if inflater is None:
-            # At least 9 bits: zlib-based peers limited to 8 really compress with 9.
-            inflater = zlib.decompressobj(-max(self.remote_max_window_bits, 9))
-            self._inflater = inflater
+            inflater = self._inflater = zlib.decompressobj(self._inflate_wbits)
+        chunk: bytes | bytearray | memoryview
+        if fin:
+            if not data and not self._in_message:
+                # A compressed message with no payload at all: taken as the empty
+                # message (the tail alone would stop inside a stored block header).
+                if self.remote_no_context_takeover:
+                    self._inflater = None
+                return b""
+            # §7.2.2: append 00 00 ff ff to the payload, then inflate. One copy is
+            # cheaper than a second decompress() call, and small next to inflating.
+            chunk = b"".join((data, _TAIL))
+            # Past the end of a BFINAL block (§7.2.3.3) only our tail may remain.
+            allowed_rest = len(_TAIL)
+        elif not data:
+            return b""
+        else:
+            chunk = data
+            allowed_rest = 0
+            self._in_message = True
         try:
-            out = self._inflate(inflater, data, max_size) if data else b""
-            self._message_in += len(data)
-            # §7.2.2: append 00 00 ff ff to the message's payload before inflating.
-            # A message whose payload is empty is taken as the empty message: the
-            # tail alone would leave the inflater inside a stored block header.
-            if fin and self._message_in:
-                rest = self._inflate(inflater, _TAIL, max_size, tail=True)
-                if rest:
-                    out += rest
+            if inflater.eof:
+                # A block with BFINAL set already ended the stream in an earlier frame.
+                if data:
+                    raise InvalidPayload("compressed data continues after the final deflate block")
+                out = b""
+            elif max_size is None:
+                out = inflater.decompress(chunk)
+            else:
+                # Never let zlib produce more than max_size + 1 bytes for the message:
+                # a few KiB of input can inflate to gigabytes (a deflate bomb).
+                room = max_size - self._message_size
+                if room < 0:
+                    raise MessageTooBig(f"decompressed message exceeds {max_size} bytes")
+                out = inflater.decompress(chunk, room + 1 if room < _MAX_LENGTH else _MAX_LENGTH)
+                if len(out) > room or inflater.unconsumed_tail:
+                    raise MessageTooBig(f"decompressed message exceeds {max_size} bytes")
+            if inflater.eof and len(inflater.unused_data) > allowed_rest:
+                raise InvalidPayload("compressed data continues after the final deflate block")
         except zlib.error as exc:
-            self._end_message(drop=True)
+            self._reset_inflater()
             raise InvalidPayload(f"invalid compressed data: {exc}") from None
         except (InvalidPayload, MessageTooBig):
-            self._end_message(drop=True)
+            self._reset_inflater()
             raise
         if fin:
+            self._in_message = False
+            self._message_size = 0
             # The peer starts from an empty window next time if it does not take over
             # context, or if it ended its deflate stream with a BFINAL block.
-            self._end_message(drop=self.remote_no_context_takeover or inflater.eof)
+            if self.remote_no_context_takeover or inflater.eof:
+                self._inflater = None
+        else:
+            self._message_size += len(out)
         return out
+
+    def _reset_inflater(self) -> None:
+        self._inflater = None
+        self._in_message = False
+        self._message_size = 0
 
 
 # -- negotiation (RFC 7692 §7.1) ---------------------------------------------

@@ -129,7 +129,10 @@ def encode_close_payload(code: int | None, reason: str = "") -> bytes:
         return b""
     if not is_valid_sent_close_code(code):
         raise LocalProtocolError(f"close code {code} may not be sent (RFC 6455 §7.4)")
-    data = reason.encode("utf-8")
+    try:
+        data = reason.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError("close reason cannot be encoded as UTF-8") from None
     if len(data) > MAX_CONTROL_PAYLOAD - 2:
         raise LocalProtocolError("close reason is longer than 123 bytes")
     return code.to_bytes(2, "big") + data

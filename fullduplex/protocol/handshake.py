@@ -532,6 +532,7 @@ class ClientHandshake:
             self._response = response
             if response.status == 101:
                 self._state = _DONE
+                self._buffer = bytearray()  # the connection owns the stream from here
                 return self._check_101(response, bytes(buffer[consumed:]))
             self._body_start = consumed
             self._body_wanted = self._expected_body_length(response)
@@ -573,8 +574,13 @@ class ClientHandshake:
             self._buffer[start : start + (MAX_REJECTION_BODY if wanted is None else wanted)]
         )
         self._state = _DONE
+        message = f"server rejected the WebSocket handshake: HTTP {response.status} {response.reason}"
+        # The server's own explanation, when it sent a short plain-text one.
+        first_line = body.split(b"\n", 1)[0].strip()[:200].decode("utf-8", "replace")
+        if first_line and first_line.isprintable() and "<" not in first_line:
+            message = f"{message} ({first_line})"
         raise HandshakeFailed(
-            f"server rejected the WebSocket handshake: HTTP {response.status} {response.reason}",
+            message,
             response.status,
             list(response.headers.items()),
             body,

@@ -29,6 +29,12 @@ _is_token = _TOKEN.fullmatch
 _has_forbidden = re.compile(r"[\r\n\x00]").search
 
 
+# Header names already checked, mapped to their lower-case form. Bounded, so a peer
+# sending endless distinct names cannot grow it without limit.
+_known_names: dict[str, str] = {}
+_MAX_KNOWN_NAMES = 512
+
+
 def is_token(value: str) -> bool:
     """Whether ``value`` is an RFC 9110 §5.6.2 ``token`` (e.g. a header name)."""
     return _is_token(value) is not None
@@ -73,15 +79,18 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a header; an existing one with the same name is kept."""
-        # Inlined check_header(): add() runs for every header of every request.
-        if _is_token(name) is None:
-            raise ValueError(f"invalid header name: {name!r}")
-        if _has_forbidden(value) is not None:
-            raise ValueError(f"header value contains CR, LF or NUL: {name}: {value!r}")
-        if not value.isascii():
-            value.encode("latin-1")
+        # add() runs for every header of every request: names seen before are looked
+        # up instead of re-checked, and printable ASCII values (the usual case) cannot
+        # hold CR, LF or NUL, so only the others go through check_header().
+        key = _known_names.get(name)
+        if key is None:
+            check_header(name, "")
+            key = name.lower()
+            if len(_known_names) < _MAX_KNOWN_NAMES:
+                _known_names[name] = key
+        if not (value.isascii() and value.isprintable()):
+            check_header(name, value)
         self._items.append((name, value))
-        key = name.lower()
         values = self._index.get(key)
         if values is None:
             self._index[key] = [value]

@@ -85,9 +85,7 @@ _TRANSITIONS: Final[tuple[tuple[int, ...], ...]] = (
 # fmt: on
 
 # Flattened for the loop: next state = _NEXT[state << 8 | byte].
-_NEXT: Final = bytes(
-    _TRANSITIONS[s][_byte_class(b)] for s in range(_N_STATES) for b in range(256)
-)
+_NEXT: Final = bytes(_TRANSITIONS[s][_byte_class(b)] for s in range(_N_STATES) for b in range(256))
 
 
 def _to_index(state: int) -> int:

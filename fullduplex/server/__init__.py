@@ -1,0 +1,61 @@
+"""fullduplex's server: HTTP/1.1 and WebSocket on one port, Tornado-style handlers.
+
+The public surface, listed once::
+
+    App, Server, DEFAULT_SETTINGS                      application object, listening server
+    RequestHandler, StaticFileHandler, ErrorHandler    handlers
+    HTTPError, MissingArgumentError, authenticated     errors and the login decorator
+    HTTPRequest, HTTPConnection, StreamClosedError     the request, its connection
+    Route, Router, Match, RouteSpec                    routing table types
+    create_signed_value, decode_signed_value           signed-cookie helpers
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .app import DEFAULT_SETTINGS, App, Server
+from .http import HTTPConnection, HTTPRequest, ManagedConnection, StreamClosedError
+from .routing import Match, Route, Router, RouteSpec
+from .web import (
+    ErrorHandler,
+    HTTPError,
+    MissingArgumentError,
+    RequestHandler,
+    StaticFileHandler,
+    authenticated,
+    create_signed_value,
+    decode_signed_value,
+)
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "App",
+    "ErrorHandler",
+    "HTTPConnection",
+    "HTTPError",
+    "HTTPRequest",
+    "ManagedConnection",
+    "Match",
+    "MissingArgumentError",
+    "RequestHandler",
+    "Route",
+    "RouteSpec",
+    "Router",
+    "Server",
+    "StaticFileHandler",
+    "StreamClosedError",
+    "WebSocketHandler",
+    "authenticated",
+    "create_signed_value",
+    "decode_signed_value",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the WebSocket side lazily (``fullduplex.server.websocket``)."""
+    if name == "WebSocketHandler":
+        from . import websocket
+
+        return websocket.WebSocketHandler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

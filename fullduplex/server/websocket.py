@@ -111,16 +111,19 @@ class WebSocketHandler(RequestHandler):
 
     # ------------------------------------------------------------ sending
 
-    def write_message(self, message: Message | dict[str, Any], binary: bool = False) -> asyncio.Future[None]:
-        """Send a message; ``dict`` goes as JSON text. The returned future resolves once
-        the write buffer is below its high-water mark (await it to respect backpressure).
+    def write_message(
+        self, message: Message | dict[str, Any], binary: bool = False
+    ) -> asyncio.Future[None]:
+        """Send a message: ``str`` as text, bytes as binary, ``dict`` as JSON text;
+        ``binary=True`` sends a ``str`` as binary too. The returned future resolves
+        once the write buffer is below its high-water mark (await it for backpressure).
         """
         engine = self.engine
         if engine is None:
             raise WebSocketClosedError(1006, "not connected")
         if isinstance(message, dict):
             message = json.dumps(message)
-        engine.send(message, True if binary else (None if isinstance(message, str) else False))
+        engine.send(message, True if binary else None)
         if engine.write_paused:
             return asyncio.ensure_future(engine.drain())
         done = self._done

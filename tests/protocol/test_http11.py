@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fullduplex.protocol.errors import HandshakeFailed, HandshakeRejected
 from fullduplex.protocol.headers import Headers
@@ -34,7 +36,7 @@ RESPONSE = (
 )
 
 
-def parse_request(data: bytes, limits: Limits | None = None) -> Request:
+def parse_request(data: bytes | bytearray, limits: Limits | None = None) -> Request:
     parsed = parse_request_head(data, limits)
     assert parsed is not None
     return parsed[0]
@@ -263,3 +265,58 @@ class TestSerialize:
         assert reason_phrase(426) == "Upgrade Required"
         assert reason_phrase(418) == "I'm a Teapot" or reason_phrase(418) == "I'm a teapot"
         assert reason_phrase(599) == "Unknown"
+
+
+# --- fuzz: hostile bytes never escape as anything but the documented errors ------
+
+HEAD_BYTES = st.lists(
+    st.sampled_from(
+        [
+            b"\r\n",
+            b"\r",
+            b"\n",
+            b" ",
+            b"\t",
+            b":",
+            b"GET",
+            b"HTTP/1.1",
+            b"HTTP/1.1 101 X",
+            b"/",
+            b"Host",
+            b"\x00",
+            b"\xff",
+            b"a",
+            b"\r\n\r\n",
+        ]
+    )
+    | st.binary(max_size=8)
+).map(b"".join)
+
+
+@given(HEAD_BYTES)
+def test_fuzz_request_head(data: bytes) -> None:
+    limits = Limits(max_header_size=128, max_header_count=8)
+    try:
+        result = parse_request_head(data, limits)
+    except HandshakeRejected as exc:
+        assert exc.status in (400, 431, 505)
+    else:
+        if result is not None:
+            assert 0 < result[1] <= min(len(data), 128)
+
+
+@given(HEAD_BYTES)
+def test_fuzz_response_head(data: bytes) -> None:
+    try:
+        result = parse_response_head(data, Limits(max_header_size=128, max_header_count=8))
+    except HandshakeFailed:
+        pass
+    else:
+        if result is not None:
+            assert 100 <= result[0].status <= 999
+
+
+@given(st.integers(min_value=0, max_value=len(REQUEST)))
+def test_any_prefix_is_incomplete_or_whole(cut: int) -> None:
+    result = parse_request_head(REQUEST[:cut])
+    assert (result is None) == (cut < len(REQUEST))

@@ -1,0 +1,373 @@
+"""The hub interface: rooms, presence, history, and broadcast that encodes a frame once.
+
+A *hub* knows which connections (*members*) are in which *rooms*. Publishing to a
+room assigns the message the room's next *offset* (1, 2, 3 …), appends it to the
+room's history (the last ``history_size`` messages) and delivers it to every member
+of the room connected to this process — encoded as one WebSocket frame shared by all
+of them (server frames are unmasked, RFC 6455 §5.1, so the bytes are identical).
+
+Backends implement :class:`Hub`: :class:`~fullduplex.hub.memory.MemoryHub` (one
+process, the default) and a Redis backend (many processes). Everything a handler
+calls is ``async`` and nothing assumes the other members live in this process, so a
+handler written against one backend runs unchanged on the other.
+
+The envelopes a hub sends are the rooms wire protocol (JSON text frames), documented
+in ``docs/topics/rooms.md``::
+
+    {"op":"message","room":"lobby","offset":18,"data":...}
+    {"op":"presence","room":"lobby","event":"join","user":"ann","members":["ann","bob"]}
+
+Slow consumers: a member whose socket does not drain gets at most ``max_pending``
+broadcast frames queued (on top of the transport's high-water mark); then the room's
+policy applies — ``"close"`` (1013, logged), ``"drop_oldest"`` or ``"latest"``.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+
+from ..engine import WebSocketEngine
+from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
+
+if TYPE_CHECKING:
+    from ..server.websocket import WebSocketHandler
+
+__all__ = [
+    "POLICIES",
+    "Entry",
+    "Gap",
+    "Hub",
+    "HubClosed",
+    "JoinResult",
+    "Policy",
+    "Receiver",
+    "RoomOptions",
+    "broadcast",
+    "deliver_frame",
+    "dumps",
+    "encode_message_frame",
+    "exclusion",
+    "message_envelope",
+    "presence_envelope",
+]
+
+#: What a message can be delivered to: a handler (its ``engine`` is used) or an engine.
+Receiver: TypeAlias = "WebSocketHandler | WebSocketEngine"
+
+#: Slow-consumer policies, applied when ``max_pending`` frames wait for one receiver.
+Policy: TypeAlias = Literal["close", "drop_oldest", "latest"]
+POLICIES: Final = frozenset(("close", "drop_oldest", "latest"))
+
+#: Broadcast frames that may wait for one slow receiver before its policy applies.
+DEFAULT_MAX_PENDING: Final = 256
+#: Messages kept per room for late joiners and reconnects.
+DEFAULT_HISTORY_SIZE: Final = 100
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON as the wire protocol sends it (UTF-8 kept, no NaN/Infinity).
+
+    Raises :class:`TypeError` for objects JSON cannot represent and
+    :class:`ValueError` for NaN and infinities (not JSON, RFC 8259 §6). Strings with
+    lone surrogates (which ``json.loads`` makes from ``"\\ud800"``) cannot be UTF-8:
+    such data is written with ``\\u`` escapes instead, so the result always encodes.
+    """
+    text = _encoder.encode(data)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _ascii_encoder.encode(data)
+    return text
+
+
+# ---------------------------------------------------------------- broadcast
+
+
+def encode_message_frame(message: str | bytes) -> bytes:
+    """One unmasked frame for ``message``: text for ``str``, binary for bytes."""
+    if isinstance(message, str):
+        return encode_frame(OP_TEXT, message.encode("utf-8"))
+    return encode_frame(OP_BINARY, message)
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown slow-consumer policy {policy!r}; use one of {sorted(POLICIES)}")
+
+
+def deliver_frame(
+    receivers: Iterable[Receiver],
+    frame: bytes,
+    *,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    policy: str = "close",
+    exclude: Collection[object] = (),
+) -> int:
+    """Write an already encoded ``frame`` to every receiver; returns how many took it.
+
+    Receivers that are closed (or not yet upgraded) are skipped; a slow one gets the
+    frame queued or the ``policy`` applied (see
+    :meth:`~fullduplex.engine.WebSocketEngine.send_encoded`). Synchronous: no task or
+    future is created, whatever the number of receivers.
+    """
+    sent = 0
+    for receiver in receivers:
+        if exclude and receiver in exclude:
+            continue
+        # A handler has an ``engine``; an engine is its own.
+        engine: WebSocketEngine | None = getattr(receiver, "engine", receiver)  # type: ignore[arg-type]
+        if engine is not None and engine.send_encoded(frame, max_pending, policy):
+            sent += 1
+    return sent
+
+
+def broadcast(
+    receivers: Iterable[Receiver],
+    message: str | bytes,
+    *,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    policy: Policy = "close",
+) -> int:
+    """Send ``message`` to every receiver, encoding the frame once; returns deliveries.
+
+    ``str`` goes as a text message, bytes as binary. Uncompressed even on connections
+    that negotiated permessage-deflate (allowed by RFC 7692 §6: RSV1 clear), which is
+    what lets one frame serve them all.
+    """
+    _check_policy(policy)
+    return deliver_frame(
+        receivers, encode_message_frame(message), max_pending=max_pending, policy=policy
+    )
+
+
+# ----------------------------------------------------------------- envelopes
+
+
+def message_envelope(room: str | None, offset: int | None, data_json: str) -> str:
+    """``{"op":"message",...}`` around data already encoded with :func:`dumps`.
+
+    ``room`` and ``offset`` are None for :meth:`Hub.publish_all`; ``offset`` is None
+    for messages published with ``store=False``.
+    """
+    room_json = "null" if room is None else dumps(room)
+    offset_json = "null" if offset is None else str(offset)
+    return f'{{"op":"message","room":{room_json},"offset":{offset_json},"data":{data_json}}}'
+
+
+def presence_envelope(room: str, event: str, user: str, members: list[str]) -> str:
+    """``{"op":"presence",...}``: ``event`` is ``"join"`` or ``"leave"``."""
+    return (
+        f'{{"op":"presence","room":{dumps(room)},"event":"{event}",'
+        f'"user":{dumps(user)},"members":{dumps(members)}}}'
+    )
+
+
+# --------------------------------------------------------------- value types
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored message: its offset and its data as JSON text (encoded once)."""
+
+    offset: int
+    #: The data as compact JSON text, exactly as it goes on the wire.
+    encoded: str
+
+    @property
+    def data(self) -> Any:
+        """The data, decoded."""
+        return json.loads(self.encoded)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Offsets ``first``..``last`` (inclusive) that were published but cannot be replayed."""
+
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    """What a member needs when it joins a room."""
+
+    #: The room's last offset; live delivery continues with ``offset + 1``.
+    offset: int
+    #: Users online in the room (each once, however many connections), sorted.
+    members: list[str]
+    #: Messages to replay: those after ``since`` if given, else the ones kept.
+    history: list[Entry]
+    #: Messages after ``since`` that are no longer kept, or None. Never a silent gap.
+    gap: Gap | None = None
+    #: True when ``since`` was beyond the room's last offset: the room's history was
+    #: reset (a restart, an evicted room) and ``history``/``gap`` count from 0.
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoomOptions:
+    """Per-room settings; rooms without their own use the hub's defaults."""
+
+    #: What to do with a member that has ``max_pending`` frames waiting (see module doc).
+    policy: Policy = "close"
+    #: Broadcast frames queued for one slow member before ``policy`` applies.
+    max_pending: int = DEFAULT_MAX_PENDING
+    #: Messages kept for replay (0: none; joins with ``since`` then report a gap).
+    history_size: int = DEFAULT_HISTORY_SIZE
+    #: Send presence join/leave events to the room (each is O(members) to deliver;
+    #: very large rooms may turn them off and poll :meth:`Hub.presence` instead).
+    presence: bool = True
+
+    def __post_init__(self) -> None:
+        _check_policy(self.policy)
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        if self.history_size < 0:
+            raise ValueError("history_size must be 0 or more")
+
+
+# ----------------------------------------------------------------- interface
+
+
+class HubClosed(RuntimeError):
+    """The hub was closed; it accepts no more joins or publishes."""
+
+
+class Hub(abc.ABC):
+    """Rooms, presence and history; subclass for a backend.
+
+    ``member`` is a connection of this process (a
+    :class:`~fullduplex.server.websocket.WebSocketHandler` or an engine); ``user`` is
+    the name presence reports (None: an anonymous member, not listed). Delivery
+    contract for every backend: after :meth:`join` returns, the member receives each
+    message with an offset above ``JoinResult.offset`` exactly once and in order, and
+    nothing for that room before :meth:`join` has returned (so a reply written right
+    after ``await hub.join(...)`` precedes live messages).
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        policy: Policy = "close",
+        max_pending: int = DEFAULT_MAX_PENDING,
+        presence: bool = True,
+    ) -> None:
+        #: Options of rooms that have none of their own.
+        self.default_options = RoomOptions(
+            policy=policy, max_pending=max_pending, history_size=history_size, presence=presence
+        )
+        self._room_options: dict[str, RoomOptions] = {}
+
+    # ------------------------------------------------------------ options
+
+    def room_options(self, room: str) -> RoomOptions:
+        """The options in force for ``room``."""
+        return self._room_options.get(room, self.default_options)
+
+    def set_room_options(
+        self,
+        room: str,
+        *,
+        policy: Policy | None = None,
+        max_pending: int | None = None,
+        history_size: int | None = None,
+        presence: bool | None = None,
+    ) -> RoomOptions:
+        """Override some options for one room (the rest stay as they are); returns them.
+
+        Configuration of this process: every process of a cluster sets the same.
+        """
+        current = self.room_options(room)
+        options = RoomOptions(
+            policy=current.policy if policy is None else policy,
+            max_pending=current.max_pending if max_pending is None else max_pending,
+            history_size=current.history_size if history_size is None else history_size,
+            presence=current.presence if presence is None else presence,
+        )
+        self._room_options[room] = options
+        self._options_changed(room, options)
+        return options
+
+    def set_room_policy(
+        self, room: str, policy: Policy, max_pending: int | None = None
+    ) -> RoomOptions:
+        """The slow-consumer policy of ``room`` (and how many frames may wait first)."""
+        return self.set_room_options(room, policy=policy, max_pending=max_pending)
+
+    def _options_changed(self, room: str, options: RoomOptions) -> None:  # noqa: B027
+        """Hook for backends that cache options in live room state (default: none)."""
+
+    # ---------------------------------------------------------- operations
+
+    @abc.abstractmethod
+    async def join(
+        self, room: str, member: Receiver, *, user: str | None, since: int | None = None
+    ) -> JoinResult:
+        """Add ``member`` to ``room`` (again: no-op apart from the replay).
+
+        The first connection of ``user`` in the room sends a presence ``join`` event to
+        the other members. ``since`` (the last offset the member saw) asks for exactly
+        the messages after it; what is no longer kept is reported in ``gap``.
+        """
+
+    @abc.abstractmethod
+    async def leave(self, room: str, member: Receiver) -> None:
+        """Remove ``member`` from ``room``; the user's last connection there sends a
+        presence ``leave`` event to the remaining members."""
+
+    @abc.abstractmethod
+    async def leave_all(self, member: Receiver) -> None:
+        """Remove ``member`` from every room (call it when the connection closes)."""
+
+    @abc.abstractmethod
+    async def publish(
+        self,
+        room: str,
+        data: Any,
+        *,
+        exclude: Receiver | Collection[Receiver] | None = None,
+        store: bool = True,
+    ) -> int:
+        """Deliver JSON-able ``data`` to the members of ``room``; returns its offset.
+
+        ``exclude`` skips members (e.g. the sender). ``store=False`` sends an ephemeral
+        message (typing indicators…): no offset (0 is returned, ``null`` on the wire)
+        and no history. Raises TypeError/ValueError if ``data`` is not JSON-able.
+        """
+
+    @abc.abstractmethod
+    async def publish_all(self, data: Any) -> None:
+        """Deliver ``data`` to every member of the hub (in any room), once each, as
+        ``{"op":"message","room":null,"offset":null,"data":...}``."""
+
+    @abc.abstractmethod
+    async def presence(self, room: str) -> list[str]:
+        """Users online in ``room``, sorted, each once."""
+
+    @abc.abstractmethod
+    async def history(
+        self, room: str, since: int | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        """Kept messages of ``room`` after offset ``since``; the last ``limit`` of them."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the hub's resources; joins and publishes fail afterwards."""
+
+
+def exclusion(exclude: object | Collection[object] | None) -> Collection[object]:
+    """Normalise ``exclude`` (None, one member or a collection) to a collection."""
+    if exclude is None:
+        return ()
+    if isinstance(exclude, set | frozenset | list | tuple):
+        return exclude
+    return (exclude,)

@@ -1,0 +1,281 @@
+"""The in-memory hub: rooms, presence and history of one process (the default backend).
+
+Every operation completes without waiting (the ``async`` methods never suspend), so
+the order in which a process calls them is the order in which they take effect and
+members receive messages.
+
+Memory: per room, its members and the last ``history_size`` messages (as JSON text).
+Rooms nobody is in keep their offsets and history for reconnecting members; at most
+``max_idle_rooms`` of them are kept, the least recently used are forgotten first (a
+member rejoining one later sees ``reset`` and a gap instead of a silent loss).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+from collections.abc import Collection
+from typing import Any
+
+from ..protocol.frames import OP_TEXT, encode_frame
+from .base import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_MAX_PENDING,
+    Entry,
+    Gap,
+    Hub,
+    HubClosed,
+    JoinResult,
+    Policy,
+    Receiver,
+    RoomOptions,
+    deliver_frame,
+    dumps,
+    exclusion,
+    message_envelope,
+    presence_envelope,
+)
+
+__all__ = ["MemoryHub"]
+
+logger = logging.getLogger("fullduplex.hub")
+
+#: Rooms without members whose offsets and history are kept.
+DEFAULT_MAX_IDLE_ROOMS = 10_000
+
+
+class _Room:
+    __slots__ = ("history", "members", "name", "offset", "options", "users")
+
+    def __init__(self, name: str, options: RoomOptions) -> None:
+        self.name = name
+        self.options = options
+        #: member -> its user (None: anonymous); insertion order is join order.
+        self.members: dict[Receiver, str | None] = {}
+        #: user -> number of its connections in the room.
+        self.users: dict[str, int] = {}
+        #: The last ``history_size`` stored messages; their offsets are consecutive.
+        self.history: collections.deque[Entry] = collections.deque(maxlen=options.history_size)
+        #: Offset of the last stored message (0: none yet).
+        self.offset = 0
+
+
+class MemoryHub(Hub):
+    """A :class:`~fullduplex.hub.base.Hub` for one process."""
+
+    def __init__(
+        self,
+        *,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        policy: Policy = "close",
+        max_pending: int = DEFAULT_MAX_PENDING,
+        presence: bool = True,
+        max_idle_rooms: int = DEFAULT_MAX_IDLE_ROOMS,
+    ) -> None:
+        super().__init__(
+            history_size=history_size, policy=policy, max_pending=max_pending, presence=presence
+        )
+        self.max_idle_rooms = max_idle_rooms
+        self._rooms: dict[str, _Room] = {}
+        #: Rooms without members, least recently used first.
+        self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: member -> names of its rooms.
+        self._member_rooms: dict[Receiver, set[str]] = {}
+        self._closed = False
+        #: Frames handed to members since the hub was created (all rooms).
+        self.deliveries = 0
+
+    # ------------------------------------------------------------ state
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HubClosed("the hub is closed")
+
+    def _room(self, name: str) -> _Room:
+        room = self._rooms.get(name)
+        if room is None:
+            room = self._rooms[name] = _Room(name, self.room_options(name))
+        return room
+
+    def _evict(self) -> None:
+        idle = self._idle
+        while len(idle) > self.max_idle_rooms:
+            name, _ = idle.popitem(last=False)
+            del self._rooms[name]
+            logger.debug("forgot idle room %r", name)
+
+    def _became_idle(self, room: _Room) -> None:
+        if room.offset == 0:
+            del self._rooms[room.name]  # nothing worth remembering
+            return
+        self._idle[room.name] = None
+        self._evict()
+
+    def _options_changed(self, room: str, options: RoomOptions) -> None:
+        state = self._rooms.get(room)
+        if state is not None:
+            state.options = options
+            if state.history.maxlen != options.history_size:
+                state.history = collections.deque(state.history, maxlen=options.history_size)
+
+    @property
+    def rooms(self) -> list[str]:
+        """Names of the rooms the hub holds (with members or kept history)."""
+        return list(self._rooms)
+
+    def members(self, room: str) -> list[Receiver]:
+        """The members of ``room`` connected to this process."""
+        state = self._rooms.get(room)
+        return list(state.members) if state is not None else []
+
+    def rooms_of(self, member: Receiver) -> set[str]:
+        """The rooms ``member`` is in."""
+        return set(self._member_rooms.get(member, ()))
+
+    def _send(self, room: _Room, text: str, exclude: Collection[object] = ()) -> int:
+        if not room.members:
+            return 0
+        frame = encode_frame(OP_TEXT, text.encode("utf-8"))
+        options = room.options
+        # A snapshot: a closing receiver must not change the dict under the loop.
+        sent = deliver_frame(
+            list(room.members),
+            frame,
+            max_pending=options.max_pending,
+            policy=options.policy,
+            exclude=exclude,
+        )
+        self.deliveries += sent
+        return sent
+
+    # -------------------------------------------------------- operations
+
+    async def join(
+        self, room: str, member: Receiver, *, user: str | None, since: int | None = None
+    ) -> JoinResult:
+        self._check_open()
+        if since is not None and since < 0:
+            raise ValueError("since must be 0 or more")
+        state = self._room(room)
+        if member not in state.members:
+            if not state.members:
+                self._idle.pop(room, None)
+            state.members[member] = user
+            self._member_rooms.setdefault(member, set()).add(room)
+            if user is not None:
+                count = state.users.get(user, 0)
+                state.users[user] = count + 1
+                if count == 0 and state.options.presence:
+                    members = sorted(state.users)
+                    self._send(state, presence_envelope(room, "join", user, members), (member,))
+        return self._replay(state, since)
+
+    @staticmethod
+    def _replay(state: _Room, since: int | None) -> JoinResult:
+        kept = state.history
+        members = sorted(state.users)
+        if since is None:
+            return JoinResult(state.offset, members, list(kept))
+        reset = since > state.offset
+        if reset:
+            since = 0  # offsets from another life of the room: replay from the start
+        first = kept[0].offset if kept else state.offset + 1
+        gap = Gap(since + 1, first - 1) if since + 1 < first else None
+        skip = since + 1 - first  # offsets in ``kept`` are consecutive
+        history = list(itertools.islice(kept, skip, None)) if skip > 0 else list(kept)
+        return JoinResult(state.offset, members, history, gap, reset)
+
+    async def leave(self, room: str, member: Receiver) -> None:
+        rooms = self._member_rooms.get(member)
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._member_rooms[member]
+        self._leave(room, member)
+
+    def _leave(self, room: str, member: Receiver) -> None:
+        state = self._rooms.get(room)
+        if state is None or member not in state.members:
+            return
+        user = state.members.pop(member)
+        if user is not None:
+            count = state.users[user] - 1
+            if count:
+                state.users[user] = count
+            else:
+                del state.users[user]
+                if state.options.presence and state.members:
+                    self._send(state, presence_envelope(room, "leave", user, sorted(state.users)))
+        if not state.members:
+            self._became_idle(state)
+
+    async def leave_all(self, member: Receiver) -> None:
+        for room in self._member_rooms.pop(member, ()):
+            self._leave(room, member)
+
+    async def publish(
+        self,
+        room: str,
+        data: Any,
+        *,
+        exclude: Receiver | Collection[Receiver] | None = None,
+        store: bool = True,
+    ) -> int:
+        self._check_open()
+        encoded = dumps(data)
+        if store:
+            state = self._room(room)
+            state.offset = offset = state.offset + 1
+            state.history.append(Entry(offset, encoded))
+            if not state.members:
+                self._idle[room] = None
+                self._idle.move_to_end(room)  # recently used
+                self._evict()
+            text = message_envelope(room, offset, encoded)
+        else:
+            offset = 0
+            existing = self._rooms.get(room)
+            if existing is None:
+                return 0
+            state = existing
+            text = message_envelope(room, None, encoded)
+        self._send(state, text, exclusion(exclude))
+        return offset
+
+    async def publish_all(self, data: Any) -> None:
+        self._check_open()
+        if not self._member_rooms:
+            return
+        frame = encode_frame(OP_TEXT, message_envelope(None, None, dumps(data)).encode("utf-8"))
+        options = self.default_options
+        self.deliveries += deliver_frame(
+            list(self._member_rooms),
+            frame,
+            max_pending=options.max_pending,
+            policy=options.policy,
+        )
+
+    async def presence(self, room: str) -> list[str]:
+        state = self._rooms.get(room)
+        return sorted(state.users) if state is not None else []
+
+    async def history(
+        self, room: str, since: int | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        kept = state.history
+        start = 0
+        if since is not None and kept:
+            start = max(0, since + 1 - kept[0].offset)
+        if limit is not None:
+            start = max(start, len(kept) - max(limit, 0))
+        return list(itertools.islice(kept, start, None))
+
+    async def close(self) -> None:
+        self._closed = True
+        self._rooms.clear()
+        self._idle.clear()
+        self._member_rooms.clear()

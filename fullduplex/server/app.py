@@ -1,0 +1,631 @@
+"""The application object: routes, settings, templates, serving and graceful shutdown.
+
+::
+
+    app = App([(r"/", Index), ("/room/{room}", Room)], template_path="templates")
+    app.run("127.0.0.1", 8000)                 # blocking; SIGINT/SIGTERM shut down
+
+    async with app.serve("127.0.0.1", 0) as server:   # inside a running loop
+        print(server.port)
+
+Settings (``App(..., name=value)``, then ``app.settings``); the names are public API:
+
+==================== ============ =====================================================
+name                 default      meaning
+==================== ============ =====================================================
+cookie_secret        None         key(s) for signed cookies: str/bytes, or a list whose
+                                  first item signs and all items verify (key rotation)
+login_url            None         where ``@authenticated`` sends anonymous GETs
+allowed_origins      None         WebSocket ``Origin`` allow-list (None: same origin);
+                                  read by the WebSocket side
+xheaders             False        trust ``X-Real-IP``/``X-Forwarded-For``/``-Proto``
+                                  (only behind a proxy you control)
+template_path        None         directory of Jinja2 templates
+static_path          None         directory served under ``static_url_prefix``
+static_url_prefix    "/static/"   URL prefix of static files
+client_js_url        "/fullduplex.js"  URL of the bundled browser client (None: off)
+max_body_size        1 MiB        bytes; larger request bodies get 413
+max_header_size      16 KiB       bytes; larger request heads get 431
+max_header_count     100          header lines; more get 431
+header_timeout       10.0         seconds to receive a request head (then 408/close)
+body_timeout         60.0         seconds to receive a body once the head is in
+keepalive_timeout    30.0         seconds an idle keep-alive connection stays open
+drain_timeout        10.0         seconds per graceful-shutdown phase
+debug                False        tracebacks in 500 pages, template auto-reload
+access_log           True         one line per request on logger ``fullduplex.access``
+server_header        "fullduplex" ``Server`` header value (None: omitted)
+websocket_ping_interval    20.0   seconds of silence before a keepalive ping (None: off)
+websocket_ping_timeout     20.0   seconds to wait for its pong, then close 1011
+websocket_close_timeout    10.0   seconds to wait for the closing handshake
+websocket_max_message_size 1 MiB  bytes after decompression; larger: close 1009
+websocket_max_frame_size   1 MiB  bytes per frame payload; larger: close 1009
+websocket_max_fragments    1024   frames per fragmented message; more: close 1009
+websocket_max_queue        32     unread messages before reading from the peer pauses
+websocket_write_high_water 64 KiB write buffer level above which senders wait
+websocket_max_write_buffer 32 MiB queued bytes for a peer that does not read: close 1008
+websocket_compression      True   permessage-deflate: True, False/None, DeflateOptions
+hub                        None   ``app.hub``: None/"memory", "redis://host:port/db", a Hub
+==================== ============ =====================================================
+
+Route handlers may also be plain ``async def view(ws)`` functions: they are wrapped as
+WebSocket function views (``fullduplex.server.websocket.function_view_handler``), as
+with the ``@app.websocket(pattern)`` decorator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import socket
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from ..engine import EngineOptions
+from ..protocol.limits import Limits
+from .http import HTTPConfig, HTTPConnection, HTTPRequest, ManagedConnection
+from .routing import Route, Router, RouteSpec
+from .web import ErrorHandler, RequestHandler, StaticFileHandler, file_version
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+__all__ = ["DEFAULT_SETTINGS", "App", "Server"]
+
+server_log = logging.getLogger("fullduplex.server")
+
+#: The package's own static files (the browser client ``fullduplex.js``).
+PACKAGE_STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "cookie_secret": None,
+    "login_url": None,
+    "allowed_origins": None,
+    "xheaders": False,
+    "template_path": None,
+    "static_path": None,
+    "static_url_prefix": "/static/",
+    "client_js_url": "/fullduplex.js",
+    "max_body_size": 1024 * 1024,
+    "max_header_size": 16 * 1024,
+    "max_header_count": 100,
+    "header_timeout": 10.0,
+    "body_timeout": 60.0,
+    "keepalive_timeout": 30.0,
+    "drain_timeout": 10.0,
+    "debug": False,
+    "access_log": True,
+    "server_header": "fullduplex",
+    "websocket_ping_interval": 20.0,
+    "websocket_ping_timeout": 20.0,
+    "websocket_close_timeout": 10.0,
+    "websocket_max_message_size": 1024 * 1024,
+    "websocket_max_frame_size": 1024 * 1024,
+    "websocket_max_fragments": 1024,
+    "websocket_max_queue": 32,
+    "websocket_write_high_water": 64 * 1024,
+    "websocket_max_write_buffer": 32 * 1024 * 1024,
+    "websocket_compression": True,
+    "hub": None,
+}
+
+Hook = Callable[["App"], Awaitable[None] | None]
+_HC = TypeVar("_HC", bound=type[RequestHandler])
+_View = TypeVar("_View", bound=Callable[..., Awaitable[Any]])
+
+
+def _handler_class(handler: Any) -> type[RequestHandler]:
+    """Accept a RequestHandler subclass, an object naming one in ``__handler_class__``,
+    or an ``async def view(ws)`` function (wrapped as a WebSocket function view)."""
+    if isinstance(handler, type) and issubclass(handler, RequestHandler):
+        return handler
+    cls = getattr(handler, "__handler_class__", None)
+    if isinstance(cls, type) and issubclass(cls, RequestHandler):
+        return cls
+    if inspect.iscoroutinefunction(handler):
+        from .websocket import function_view_handler
+
+        return function_view_handler(handler)
+    raise TypeError(f"route handler must be a RequestHandler subclass, not {handler!r}")
+
+
+class App:
+    """Routes plus settings; serves HTTP and WebSocket on one port.
+
+    ``routes`` items are ``(pattern, handler)``, ``(pattern, handler, kwargs)`` or
+    :class:`~fullduplex.server.routing.Route`; see :mod:`fullduplex.server.routing` for
+    the pattern syntax. The static-file route and ``client_js_url`` are matched before
+    the application's routes.
+
+    ``_connections`` is the registry of live connections (HTTP keep-alive ones and
+    upgraded WebSocket ones): objects with ``async shutdown(code=1001)`` and
+    ``abort()`` (:class:`~fullduplex.server.http.ManagedConnection`). WebSocket
+    connections add themselves when they open and discard themselves when they close.
+
+    Hooks, each called with the app (sync or async): ``on_startup`` before the first
+    ``serve()`` listens, ``on_shutdown`` when a graceful shutdown begins (listening has
+    stopped, connections are still open: end long polls, stop background tasks),
+    ``on_cleanup`` after every connection is gone.
+    """
+
+    def __init__(self, routes: Iterable[RouteSpec] = (), **settings: Any) -> None:
+        self.settings: dict[str, Any] = {**DEFAULT_SETTINGS, **settings}
+        self.router = Router()
+        self._connections: set[ManagedConnection] = set()
+        self.on_startup: list[Hook] = []
+        self.on_shutdown: list[Hook] = []
+        self.on_cleanup: list[Hook] = []
+        self._template_env: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._hub: Hub | None = None
+        self._owns_hub = False
+        self._ws_options: EngineOptions | None = None
+        self._ws_limits: Limits | None = None
+        self._started = False
+        self._shutting_down = False
+        for spec in routes:
+            if isinstance(spec, Route):
+                self.router.add(Route(spec.pattern, _handler_class(spec.handler), spec.kwargs))
+            else:
+                pattern, handler, *rest = spec
+                kwargs = rest[0] if rest else {}
+                self.add_route(pattern, handler, **kwargs)
+        client_js = self.settings.get("client_js_url")
+        if client_js:
+            self.router.add(
+                Route(
+                    client_js,
+                    StaticFileHandler,
+                    {"path": PACKAGE_STATIC, "filename": "fullduplex.js"},
+                ),
+                first=True,
+            )
+        static_path = self.settings.get("static_path")
+        if static_path:
+            prefix = self.settings.get("static_url_prefix") or "/static/"
+            self.router.add(
+                Route(prefix + "{path:.*}", StaticFileHandler, {"path": static_path}), first=True
+            )
+
+    # ------------------------------------------------------------------ routes
+
+    def add_route(self, pattern: str, handler: Any, **kwargs: Any) -> Route:
+        """Append a route; ``kwargs`` are passed to the handler's ``initialize()``."""
+        return self.router.add(Route(pattern, _handler_class(handler), kwargs))
+
+    def websocket(self, pattern: str, **kwargs: Any) -> Callable[[_View], _View]:
+        """Decorator registering ``async def view(ws)`` as a WebSocket function view (S15)."""
+
+        def decorator(view: _View) -> _View:
+            from .websocket import function_view_handler
+
+            self.router.add(Route(pattern, function_view_handler(view), kwargs))
+            return view
+
+        return decorator
+
+    def route(self, pattern: str, **kwargs: Any) -> Callable[[_HC], _HC]:
+        """Class decorator form of :meth:`add_route`."""
+
+        def decorator(cls: _HC) -> _HC:
+            self.add_route(pattern, cls, **kwargs)
+            return cls
+
+        return decorator
+
+    async def _handle_request(self, request: HTTPRequest) -> None:
+        """Find the route for ``request`` and run its handler (404 when none matches)."""
+        match = self.router.match(request.path)
+        if match is None:
+            await ErrorHandler(self, request, status=404)._execute()
+            return
+        route = match.route
+        handler = route.handler(self, request, **route.kwargs)
+        await handler._execute(match.args, match.kwargs)
+
+    # ------------------------------------------------------------------ hub
+
+    @property
+    def hub(self) -> Hub:
+        """The rooms/presence/history hub, made on first use from the ``hub`` setting
+        (``None``/``"memory"``: in-process; ``"redis://..."``: Redis; or a Hub). A hub
+        the app made itself is closed after shutdown; one you assign is left to you."""
+        if self._hub is None:
+            from ..hub import create_hub
+
+            setting = self.settings.get("hub")
+            self._hub = create_hub(setting)
+            self._owns_hub = self._hub is not setting
+        return self._hub
+
+    @hub.setter
+    def hub(self, value: Hub) -> None:
+        self._hub = value
+        self._owns_hub = False
+
+    async def _close_hub(self) -> None:
+        hub, self._hub = self._hub, None
+        if hub is not None and self._owns_hub:
+            await hub.close()
+
+    # ------------------------------------------------------------------ WebSocket side
+
+    @property
+    def _websocket_options(self) -> EngineOptions:
+        """``EngineOptions`` from the ``websocket_*`` settings (built once, shared)."""
+        if self._ws_options is None:
+            s = self.settings
+            self._ws_options = EngineOptions(
+                ping_interval=s["websocket_ping_interval"],
+                ping_timeout=s["websocket_ping_timeout"],
+                close_timeout=float(s["websocket_close_timeout"]),
+                write_high_water=int(s["websocket_write_high_water"]),
+                max_write_buffer=int(s["websocket_max_write_buffer"]),
+                max_queue=int(s["websocket_max_queue"]),
+            )
+        return self._ws_options
+
+    @property
+    def _websocket_limits(self) -> Limits:
+        """Protocol ``Limits`` from the ``websocket_max_*`` and header settings."""
+        if self._ws_limits is None:
+            s = self.settings
+            self._ws_limits = Limits(
+                max_message_size=s["websocket_max_message_size"],
+                max_frame_size=s["websocket_max_frame_size"],
+                max_fragments=s["websocket_max_fragments"],
+                max_header_size=int(s["max_header_size"]),
+                max_header_count=int(s["max_header_count"]),
+            )
+        return self._ws_limits
+
+    def _websocket_opened(self, handler: Any) -> None:
+        """A WebSocket handler took its connection: register its engine for shutdown."""
+        engine = getattr(handler, "engine", None)
+        if engine is not None:
+            self._connections.add(engine)
+
+    def _websocket_closed(self, handler: Any) -> None:
+        """A WebSocket connection ended: drop it from the registry."""
+        engine = getattr(handler, "engine", None)
+        if engine is not None:
+            self._connections.discard(engine)
+
+    def _track_task(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to a connection's task (function views) until it ends;
+        shutdown cancels those still running once every connection is gone."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ templates, static
+
+    @property
+    def template_env(self) -> Any:
+        """The Jinja2 environment (created on first use from ``template_path``).
+
+        Autoescaping is on for ``.html``, ``.htm`` and ``.xml`` templates; add filters
+        or globals here. Templates reload when changed only with ``debug=True``.
+        """
+        if self._template_env is None:
+            import jinja2
+
+            path = self.settings.get("template_path")
+            if not path:
+                raise RuntimeError("rendering templates needs the 'template_path' setting")
+            env = jinja2.Environment(
+                loader=jinja2.FileSystemLoader(path),
+                autoescape=jinja2.select_autoescape(("html", "htm", "xml")),
+                auto_reload=bool(self.settings.get("debug")),
+            )
+            if self.settings.get("static_path"):
+                env.globals["static_url"] = self.static_url
+            self._template_env = env
+        return self._template_env
+
+    def static_url(self, path: str, include_version: bool = True) -> str:
+        """URL of ``path`` under ``static_path``; ``?v=<content hash>`` busts caches."""
+        static_path = self.settings.get("static_path")
+        if not static_path:
+            raise RuntimeError("static_url() needs the 'static_path' setting")
+        prefix = self.settings.get("static_url_prefix") or "/static/"
+        path = path.lstrip("/")
+        url = prefix + quote(path)
+        if include_version:
+            version = file_version(os.path.join(static_path, path))
+            if version:
+                url += "?v=" + version
+        return url
+
+    # ------------------------------------------------------------------ serving
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once a graceful shutdown has begun (new work should be refused)."""
+        return self._shutting_down
+
+    def _http_config(self) -> HTTPConfig:
+        s = self.settings
+        return HTTPConfig(
+            handler=self._handle_request,
+            connections=self._connections,
+            max_header_size=int(s["max_header_size"]),
+            max_header_count=int(s["max_header_count"]),
+            max_body_size=int(s["max_body_size"]),
+            header_timeout=float(s["header_timeout"] or 0),
+            body_timeout=float(s["body_timeout"] or 0),
+            keepalive_timeout=float(s["keepalive_timeout"] or 0),
+            access_log=bool(s["access_log"]),
+            server_header=s["server_header"] or None,
+            xheaders=bool(s["xheaders"]),
+        )
+
+    def serve(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 8000,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        sock: socket.socket | None = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> _Serving:
+        """Start listening; ``await`` it for a :class:`Server`, or ``async with`` it.
+
+        ``port=0`` picks a free port (see ``server.port``); ``sock`` serves an
+        already bound socket instead of ``host``/``port``; ``ssl`` enables TLS.
+        """
+        return _Serving(self, host, port, ssl, sock, reuse_port, backlog)
+
+    async def _start(
+        self,
+        host: str | None,
+        port: int,
+        ssl: ssl_module.SSLContext | None,
+        sock: socket.socket | None,
+        reuse_port: bool,
+        backlog: int,
+    ) -> Server:
+        loop = asyncio.get_running_loop()
+        if not self._started:
+            self._started = True
+            await _run_hooks(self, self.on_startup)
+        self._shutting_down = False
+        config = self._http_config()
+        self._ws_options = self._ws_limits = None  # rebuilt from the current settings
+
+        def factory() -> HTTPConnection:
+            return HTTPConnection(config, loop)
+
+        if sock is not None:
+            server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=backlog)
+        else:
+            server = await loop.create_server(
+                factory,
+                host,
+                port,
+                ssl=ssl,
+                reuse_port=reuse_port or None,
+                backlog=backlog,
+            )
+        return Server(self, server, secure=ssl is not None)
+
+    def run(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 8000,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        loop: str = "auto",
+        **serve_kwargs: Any,
+    ) -> None:
+        """Serve until SIGINT/SIGTERM, then shut down gracefully (a second signal aborts).
+
+        ``loop``: ``"auto"`` (uvloop when installed), ``"uvloop"`` or ``"asyncio"``.
+        """
+        with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
+            runner.run(self._serve_until_signal(host, port, ssl, serve_kwargs))
+
+    async def _serve_until_signal(
+        self,
+        host: str | None,
+        port: int,
+        ssl: ssl_module.SSLContext | None,
+        serve_kwargs: dict[str, Any],
+    ) -> None:
+        server = await self.serve(host, port, ssl=ssl, **serve_kwargs)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                server_log.warning("second signal: aborting all connections")
+                server.abort()
+            stop.set()
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        scheme = "https" if ssl else "http"
+        server_log.info("serving on %s://%s:%d", scheme, host or "0.0.0.0", server.port)
+        try:
+            await stop.wait()
+        finally:
+            server_log.info("shutting down")
+            await server.shutdown()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``App.run(loop=...)``."""
+    if name == "asyncio":
+        return None
+    if name not in ("auto", "uvloop"):
+        raise ValueError(f"loop must be 'auto', 'uvloop' or 'asyncio', not {name!r}")
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+async def _run_hooks(app: App, hooks: list[Hook]) -> None:
+    for hook in list(hooks):
+        try:
+            result = hook(app)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            server_log.exception("error in hook %r", hook)
+
+
+class _Serving:
+    """What ``App.serve()`` returns: awaitable (-> Server) and an async context manager."""
+
+    __slots__ = ("_app", "_args", "_server")
+
+    def __init__(self, app: App, *args: Any) -> None:
+        self._app = app
+        self._args = args
+        self._server: Server | None = None
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._app._start(*self._args).__await__()
+
+    async def __aenter__(self) -> Server:
+        self._server = await self._app._start(*self._args)
+        return self._server
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+
+
+class Server:
+    """A listening server started by :meth:`App.serve`."""
+
+    def __init__(self, app: App, server: Any, *, secure: bool = False) -> None:
+        self.app = app
+        self.secure = secure
+        self._server = server
+        self._shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets."""
+        return tuple(self._server.sockets or ())
+
+    @property
+    def port(self) -> int:
+        """The port of the first listening socket (useful with ``port=0``)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def host(self) -> str:
+        """The address of the first listening socket."""
+        return str(self.sockets[0].getsockname()[0])
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (``https`` with TLS) of the first listening socket."""
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.secure else 'http'}://{host}:{self.port}"
+
+    def close(self) -> None:
+        """Stop accepting new connections (existing ones are left alone)."""
+        self._server.close()
+
+    async def serve_forever(self) -> None:
+        """Wait until the server is closed."""
+        await self._server.serve_forever()
+
+    def abort(self) -> None:
+        """Stop listening and drop every connection of the app at once."""
+        self._server.close()
+        for connection in list(self.app._connections):
+            connection.abort()
+
+    async def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Graceful shutdown, in order:
+
+        1. stop accepting; run ``on_shutdown`` hooks;
+        2. close idle keep-alive connections; let in-flight HTTP requests finish
+           (their responses carry ``Connection: close``), up to ``drain_timeout``;
+        3. call ``shutdown(1001)`` on every other registered connection (WebSocket:
+           close handshake "going away"), and wait up to ``drain_timeout`` again;
+        4. abort whatever is left, then run ``on_cleanup`` hooks.
+
+        ``drain_timeout`` defaults to the ``drain_timeout`` setting. Safe to call twice.
+        """
+        if self._shutdown is None:
+            if drain_timeout is None:
+                drain_timeout = float(self.app.settings["drain_timeout"])
+            self._shutdown = asyncio.ensure_future(self._do_shutdown(drain_timeout))
+        await asyncio.shield(self._shutdown)
+
+    async def _do_shutdown(self, drain_timeout: float) -> None:
+        app = self.app
+        self._server.close()
+        app._shutting_down = True
+        await _run_hooks(app, app.on_shutdown)
+        http = [c for c in app._connections if isinstance(c, HTTPConnection)]
+        for connection in http:
+            connection.start_shutdown()
+        await _wait_all([c.wait_closed() for c in http if not c.closed], drain_timeout)
+        others = [c for c in app._connections if not isinstance(c, HTTPConnection)]
+        await _wait_all([c.shutdown(1001) for c in others], drain_timeout)
+        for leftover in list(app._connections):
+            leftover.abort()
+        # Let the transports report connection_lost before the hooks run.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for task in list(app._tasks):
+            task.cancel()
+        await _run_hooks(app, app.on_cleanup)
+        try:
+            await app._close_hub()
+        except Exception:
+            server_log.exception("error closing the hub")
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+
+async def _wait_all(coros: list[Awaitable[None]], timeout: float) -> None:
+    """Run ``coros`` concurrently for at most ``timeout`` seconds; log their errors."""
+    if not coros:
+        return
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            server_log.error("error during shutdown", exc_info=task.exception())

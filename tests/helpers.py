@@ -1,0 +1,210 @@
+"""Shared test utilities: free ports, self-signed TLS, bounded ``asyncio.run``, payloads.
+
+Everything here is loopback-only (127.0.0.1) and deterministic: payloads come from
+seeded generators so a failing size reproduces byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "LOCALHOST",
+    "binary_payload",
+    "client_ssl_context",
+    "free_port",
+    "make_self_signed_cert",
+    "payload",
+    "run",
+    "server_ssl_context",
+    "text_payload",
+]
+
+T = TypeVar("T")
+
+LOCALHOST = "127.0.0.1"
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (prefer binding port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    """``asyncio.run(coro)`` bounded by ``timeout`` seconds (TimeoutError past it)."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+# --------------------------------------------------------------------- payloads
+
+# Characters of every UTF-8 width (1, 2, 3 and 4 bytes), so that a text message cut
+# into frames or compressed blocks splits multi-byte sequences somewhere.
+_TEXT_ALPHABET = "abcdefgh ijklmn\n0123456789éßñü€中文字𝄞😀"
+_TILE = 997  # a prime: large messages repeat a random unit that no frame size divides
+
+
+@functools.lru_cache(maxsize=64)
+def binary_payload(size: int) -> bytes:
+    """``size`` seeded random bytes; above 1 MiB a random 997-byte unit repeated.
+
+    The repetition keeps 16 MiB messages cheap to compress (tens of ms instead of a
+    second) while the deflate stream still holds real matches and literals.
+    """
+    rng = random.Random(size)
+    if size <= MiB:
+        return rng.randbytes(size)
+    unit = rng.randbytes(_TILE)
+    return (unit * (size // _TILE + 1))[:size]
+
+
+def _random_text(rng: random.Random, budget: int) -> str:
+    chars: list[str] = []
+    used = 0
+    while True:
+        char = rng.choice(_TEXT_ALPHABET)
+        width = len(char.encode("utf-8"))
+        if used + width > budget:
+            break
+        chars.append(char)
+        used += width
+    return "".join(chars) + "a" * (budget - used)
+
+
+@functools.lru_cache(maxsize=64)
+def text_payload(size: int) -> str:
+    """A ``str`` whose UTF-8 encoding is exactly ``size`` bytes, mixing 1 to 4 byte chars."""
+    rng = random.Random(size ^ 0x5A5A)
+    if size <= MiB:
+        text = _random_text(rng, size)
+    else:
+        unit = _random_text(rng, _TILE)
+        count, rest = divmod(size, _TILE)
+        text = unit * count + "a" * rest
+    assert len(text.encode("utf-8")) == size
+    return text
+
+
+def payload(size: int, kind: str) -> str | bytes:
+    """``text_payload`` for ``kind == "text"``, else ``binary_payload``."""
+    return text_payload(size) if kind == "text" else binary_payload(size)
+
+
+# -------------------------------------------------------------------------- TLS
+
+
+def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """Write a self-signed certificate for ``localhost`` / ``127.0.0.1``; returns (cert, key).
+
+    Uses the ``cryptography`` package when installed, else the ``openssl`` CLI.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path = directory / "cert.pem"
+    key_path = directory / "key.pem"
+    try:
+        _cert_with_cryptography(cert_path, key_path)
+    except ImportError:
+        _cert_with_openssl(cert_path, key_path)
+    return cert_path, key_path
+
+
+def _cert_with_cryptography(cert_path: Path, key_path: Path) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def _cert_with_openssl(cert_path: Path, key_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("neither the cryptography package nor the openssl CLI is available")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-keyout",
+            str(key_path),
+            "-out",
+            str(cert_path),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            f"subjectAltName=DNS:localhost,IP:{LOCALHOST}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side TLS context presenting ``cert``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def client_ssl_context(cert: Path) -> ssl.SSLContext:
+    """A client-side TLS context that trusts only ``cert`` (hostname checked)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cert)
+    return context
