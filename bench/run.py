@@ -58,11 +58,11 @@ PARAMS: dict[str, dict[str, list[str]]] = {
         "memory": ["--conns", "5000"],
     },
     "quick": {
-        "latency": ["--messages", "5000", "--warmup-msgs", "500", "--duration", "1.0"],
-        "throughput": ["--conns", "64", "--window", "16", "--size", "64", "--warmup", "0.2", "--duration", "0.7"],
-        "large": ["--conns", "4", "--window", "1", "--size", str(1 << 20), "--warmup", "0.2", "--duration", "0.7"],
-        "broadcast": ["--conns", "1000", "--warmup", "0.2", "--duration", "1.0"],
-        "handshake": ["--conns", "16", "--warmup", "0.2", "--duration", "0.7"],
+        "latency": ["--messages", "5000", "--warmup-msgs", "500", "--duration", "0.8"],
+        "throughput": ["--conns", "64", "--window", "16", "--size", "64", "--warmup", "0.2", "--duration", "0.6"],
+        "large": ["--conns", "4", "--window", "1", "--size", str(1 << 20), "--warmup", "0.2", "--duration", "0.6"],
+        "broadcast": ["--conns", "1000", "--warmup", "0.2", "--duration", "0.8"],
+        "handshake": ["--conns", "16", "--warmup", "0.2", "--duration", "0.6"],
         "memory": ["--conns", "2000"],
     },
 }

@@ -1,7 +1,7 @@
 """Time push (S8): Beijing time (UTC+8) sent to every client once a second.
 
-    fullduplex serve examples/clock.py:app --port 9002
-    python examples/clock_client.py ws://127.0.0.1:9002/clock
+fullduplex serve examples/clock.py:app --port 9002
+python examples/clock_client.py ws://127.0.0.1:9002/clock
 """
 
 from __future__ import annotations

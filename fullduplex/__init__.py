@@ -56,16 +56,57 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .client import WebSocketClientConnection, reconnecting, websocket_connect
-    from .endpoint import WebSocket
-    from .protocol.deflate import DeflateOptions
-    from .protocol.errors import (
-        ConnectionClosed,
-        ConnectionClosedError,
-        ConnectionClosedOK,
-        FullDuplexError,
-        HandshakeFailed,
-        ProtocolError,
+    from .client import (
+        WebSocketClientConnection as WebSocketClientConnection,
     )
-    from .server import App, HTTPError, RequestHandler, StaticFileHandler, authenticated
-    from .server.websocket import WebSocketClosedError, WebSocketHandler
+    from .client import (
+        reconnecting as reconnecting,
+    )
+    from .client import (
+        websocket_connect as websocket_connect,
+    )
+    from .endpoint import (
+        WebSocket as WebSocket,
+    )
+    from .protocol.deflate import (
+        DeflateOptions as DeflateOptions,
+    )
+    from .protocol.errors import (
+        ConnectionClosed as ConnectionClosed,
+    )
+    from .protocol.errors import (
+        ConnectionClosedError as ConnectionClosedError,
+    )
+    from .protocol.errors import (
+        ConnectionClosedOK as ConnectionClosedOK,
+    )
+    from .protocol.errors import (
+        FullDuplexError as FullDuplexError,
+    )
+    from .protocol.errors import (
+        HandshakeFailed as HandshakeFailed,
+    )
+    from .protocol.errors import (
+        ProtocolError as ProtocolError,
+    )
+    from .server import (
+        App as App,
+    )
+    from .server import (
+        HTTPError as HTTPError,
+    )
+    from .server import (
+        RequestHandler as RequestHandler,
+    )
+    from .server import (
+        StaticFileHandler as StaticFileHandler,
+    )
+    from .server import (
+        authenticated as authenticated,
+    )
+    from .server.websocket import (
+        WebSocketClosedError as WebSocketClosedError,
+    )
+    from .server.websocket import (
+        WebSocketHandler as WebSocketHandler,
+    )

@@ -135,8 +135,10 @@ async def _connect(args: argparse.Namespace) -> int:
         return 2
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"connected to {args.url}" + (f" ({conn.subprotocol})" if conn.subprotocol else ""),
-              file=sys.stderr)
+        print(
+            f"connected to {args.url}" + (f" ({conn.subprotocol})" if conn.subprotocol else ""),
+            file=sys.stderr,
+        )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -160,7 +162,8 @@ async def _connect(args: argparse.Namespace) -> int:
     async def print_messages() -> None:
         async for message in conn:
             if isinstance(message, bytes):
-                text = f"<{len(message)} bytes: {message[:32].hex()}{'…' if len(message) > 32 else ''}>"
+                more = "…" if len(message) > 32 else ""
+                text = f"<{len(message)} bytes: {message[:32].hex()}{more}>"
             else:
                 text = message
             print(("< " if interactive else "") + text, flush=True)
@@ -197,13 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
     connect = sub.add_parser("connect", help="interactive client: lines typed are sent")
     connect.add_argument("url", help="ws:// or wss:// URL")
     connect.add_argument("--subprotocol", action="append", help="offer a subprotocol (repeatable)")
-    connect.add_argument("--header", action="append", help="extra header 'Name: value' (repeatable)")
+    connect.add_argument(
+        "--header", action="append", help="extra header 'Name: value' (repeatable)"
+    )
     connect.add_argument("--origin", help="Origin header to send")
-    connect.add_argument("--no-compression", action="store_true", help="do not offer permessage-deflate")
-    connect.add_argument("--insecure", action="store_true", help="wss:// without certificate checks")
+    connect.add_argument(
+        "--no-compression", action="store_true", help="do not offer permessage-deflate"
+    )
+    connect.add_argument(
+        "--insecure", action="store_true", help="wss:// without certificate checks"
+    )
     connect.add_argument("--max-message-size", type=int, default=16 * 1024 * 1024)
-    connect.add_argument("--linger", type=float, default=1.0,
-                         help="seconds to wait for replies after stdin ends (pipes)")
+    connect.add_argument(
+        "--linger",
+        type=float,
+        default=1.0,
+        help="seconds to wait for replies after stdin ends (pipes)",
+    )
     connect.set_defaults(func=cmd_connect)
     return parser
 

@@ -125,6 +125,9 @@ class Page(RequestHandler):
         return session_user(self)
 
     def prepare(self) -> None:
+        self._security_headers()
+
+    def _security_headers(self) -> None:
         self.set_header("Content-Security-Policy", _CSP)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")
@@ -135,6 +138,7 @@ class Page(RequestHandler):
         return namespace
 
     def write_error(self, status: int, **kwargs: Any) -> None:
+        self._security_headers()  # send_error() cleared the headers
         try:
             self.render(
                 "demo/error.html",
@@ -223,16 +227,13 @@ class RoomPage(Page):
 
     def _rooms(self, current: str) -> list[str]:
         listed = list(FEATURED_ROOMS)
-        hub = getattr(self.app, "hub", None)
-        active = getattr(hub, "rooms", None)
-        if callable(active):
-            try:
-                names = active()
-            except Exception:
-                names = []
-            for name in sorted(names):
-                if isinstance(name, str) and valid_room(name) and name not in listed:
-                    listed.append(name)
+        try:  # the rooms the hub holds, when it can tell (MemoryHub.rooms())
+            names = list(self.app.hub.rooms())  # type: ignore[attr-defined]
+        except Exception:
+            names = []
+        for name in sorted(n for n in names if isinstance(n, str)):
+            if valid_room(name) and name not in listed:
+                listed.append(name)
         listed = listed[:MAX_LISTED_ROOMS]
         if current not in listed:
             listed.append(current)

@@ -113,8 +113,8 @@ class WebSocketEngine(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Client side: the engine is created with the socket (after the handshake)."""
-        assert isinstance(transport, asyncio.Transport)
-        self.attach(transport)
+        # uvloop's transports are not asyncio.Transport subclasses; both fit the API.
+        self.attach(transport)  # type: ignore[arg-type]
 
     def attach(self, transport: asyncio.Transport, leftover: bytes = b"") -> None:
         """Take over ``transport`` (after the handshake) and feed bytes read past it."""
@@ -185,7 +185,10 @@ class WebSocketEngine(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() > self.options.max_write_buffer:
+        if (
+            transport is not None
+            and transport.get_write_buffer_size() > self.options.max_write_buffer
+        ):
             self._overflow()
 
     def resume_writing(self) -> None:
@@ -211,7 +214,7 @@ class WebSocketEngine(asyncio.Protocol):
                 if sink is None:
                     continue
                 try:
-                    result = sink.on_message(event[0])
+                    result = sink.on_message(event[0])  # type: ignore[arg-type]  # kind checked
                 except Exception:
                     self._handler_failed()
                     return
@@ -220,11 +223,11 @@ class WebSocketEngine(asyncio.Protocol):
                     return
             elif kind is Ping:
                 if sink is not None:
-                    sink.on_ping(event[0])
+                    sink.on_ping(event[0])  # type: ignore[arg-type]
             elif kind is Pong:
                 self._on_pong(event)  # type: ignore[arg-type]
                 if sink is not None:
-                    sink.on_pong(event[0])
+                    sink.on_pong(event[0])  # type: ignore[arg-type]
             elif kind is CloseReceived:
                 self._on_close_received()
             elif kind is ProtocolViolation:
@@ -243,9 +246,7 @@ class WebSocketEngine(asyncio.Protocol):
         else:
             exc = task.exception()
         if exc is not None:
-            logger.error(
-                "error in on_message of %s", self.name or "connection", exc_info=exc
-            )
+            logger.error("error in on_message of %s", self.name or "connection", exc_info=exc)
             self._backlog = None
             self._fail_internal()
             return
@@ -348,9 +349,7 @@ class WebSocketEngine(asyncio.Protocol):
             data = conn.send_binary(message)
         transport.write(data)
 
-    def send_encoded(
-        self, frame: bytes, max_pending: int = 256, policy: str = "close"
-    ) -> bool:
+    def send_encoded(self, frame: bytes, max_pending: int = 256, policy: str = "close") -> bool:
         """Write a frame encoded once for many receivers (broadcast); False if not sent.
 
         While the peer is slow (write buffer above its high-water mark) frames wait in
@@ -377,7 +376,8 @@ class WebSocketEngine(asyncio.Protocol):
             else:
                 logger.warning(
                     "%s: slow consumer, %d broadcast frames waiting; closing",
-                    self.name or "connection", len(pending),
+                    self.name or "connection",
+                    len(pending),
                 )
                 pending.clear()
                 self._pending = None
@@ -486,7 +486,9 @@ class WebSocketEngine(asyncio.Protocol):
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is None and self.transport is not None:
-            self._close_timer = self.loop.call_later(self.options.close_timeout, self._close_timed_out)
+            self._close_timer = self.loop.call_later(
+                self.options.close_timeout, self._close_timed_out
+            )
 
     def _close_timed_out(self) -> None:
         self._close_timer = None

@@ -5,7 +5,8 @@ import argparse
 import asyncio
 import resource
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 MAX_MESSAGE = 16 * 1024 * 1024
 PAYLOAD_LEN = 64
@@ -66,7 +67,7 @@ def run(main: Callable[[], Awaitable[Any]], loop: str) -> None:
     try:
         with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
             runner.run(guarded())
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         print(f"server error: {type(exc).__name__}: {exc}", file=sys.stderr)
         code = 1
     sys.stdout.flush()

@@ -6,9 +6,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MAX_MESSAGE, bcast_payload, parse_args, run  # noqa: E402
-
-from aiohttp import WSMsgType, web  # noqa: E402
+from _common import MAX_MESSAGE, bcast_payload, parse_args, run
+from aiohttp import WSMsgType, web
 
 clients: set[web.WebSocketResponse] = set()
 

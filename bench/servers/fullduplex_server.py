@@ -5,10 +5,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MAX_MESSAGE, bcast_payload, parse_args  # noqa: E402
+from _common import MAX_MESSAGE, bcast_payload, parse_args
 
-from fullduplex import App, WebSocketHandler  # noqa: E402
-from fullduplex.hub import broadcast  # noqa: E402  (encodes once, writes to all)
+from fullduplex import App, WebSocketHandler
+from fullduplex.hub import broadcast
 
 clients: set[WebSocketHandler] = set()
 

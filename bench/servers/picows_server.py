@@ -1,14 +1,12 @@
 """Echo + broadcast server on picows (callback API, ``ws_create_server``)."""
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MAX_MESSAGE, bcast_payload, parse_args, run  # noqa: E402
-
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server  # noqa: E402
+from _common import MAX_MESSAGE, bcast_payload, parse_args, run
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 
 clients: set[WSTransport] = set()
 

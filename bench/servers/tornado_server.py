@@ -6,12 +6,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MAX_MESSAGE, bcast_payload, parse_args, run  # noqa: E402
+import tornado.web
+import tornado.websocket
+from _common import MAX_MESSAGE, bcast_payload, parse_args, run
 
-import tornado.web  # noqa: E402
-import tornado.websocket  # noqa: E402
-
-clients: set["Echo"] = set()
+clients: set[Echo] = set()
 
 
 class Echo(tornado.websocket.WebSocketHandler):

@@ -6,9 +6,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MAX_MESSAGE, bcast_payload, parse_args, run  # noqa: E402
-
-from websockets.asyncio.server import ServerConnection, broadcast, serve  # noqa: E402
+from _common import MAX_MESSAGE, bcast_payload, parse_args, run
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 clients: set[ServerConnection] = set()
 

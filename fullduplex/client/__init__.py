@@ -43,9 +43,9 @@ class _HandshakeProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.handshake.request_bytes())
+        # uvloop's transports are not asyncio.Transport subclasses; both fit the API.
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.handshake.request_bytes())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -90,7 +90,7 @@ async def websocket_connect(
     subprotocols: Sequence[str] = (),
     headers: Iterable[tuple[str, str]] | dict[str, str] = (),
     origin: str | None = None,
-    compression: DeflateOptions | None | str = "deflate",
+    compression: DeflateOptions | str | None = "deflate",
     ssl: ssl_module.SSLContext | bool | None = None,
     open_timeout: float | None = 10.0,
     max_message_size: int | None = 1024 * 1024,

@@ -384,22 +384,16 @@ utf8_fast(const unsigned char *p, const unsigned char *const end)
         }
 
         const unsigned char *const min_stop = p + 8;
-        int last_was_2byte = 0;
         while (end - p >= 4) {
             unsigned int b0 = p[0];
             if (b0 < 0x80) {
-                /* Back to word mode where it pays: after a 2-byte sequence (alphabetic
-                 * scripts) or before 8 ASCII bytes; short ASCII words inside CJK text
-                 * stay here. */
-                if (p >= min_stop && (last_was_2byte || (end - p >= 8 &&
-                                                         !(load64(p) & ASCII_HIGH_BITS)))) {
-                    break;
+                if (p >= min_stop) {
+                    break; /* back to word mode */
                 }
                 p++;
                 continue;
             }
             unsigned int b1 = p[1];
-            last_was_2byte = b0 < 0xE0;
             if (b0 < 0xE0) { /* UTF8-2 = %xC2-DF UTF8-tail */
                 if (UNLIKELY(b0 < 0xC2 || !IS_TAIL(b1))) {
                     return p;

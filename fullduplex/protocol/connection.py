@@ -122,8 +122,8 @@ class Connection:
     __slots__ = (
         "_buf",
         "_compressed",
-        "_frame",
         "_fragments",
+        "_frame",
         "_msg_opcode",
         "_msg_parts",
         "_msg_size",
@@ -487,7 +487,9 @@ class Connection:
         if self.eof_received:
             raise LocalProtocolError("cannot send: the connection is closed")
 
-    def _frame_bytes(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
+    def _frame_bytes(
+        self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False
+    ) -> bytes:
         mask = _mask_keys.next() if self.role is Role.CLIENT else None
         return encode_frame(opcode, payload, fin=fin, rsv1=rsv1, mask=mask)
 
@@ -507,7 +509,9 @@ class Connection:
         if self.close_sent is not None or self.eof_received:
             self._check_can_send()
         deflate = self.deflate
-        if deflate is not None and (compress or (compress is None and deflate.should_compress(len(data)))):
+        if deflate is not None and (
+            compress or (compress is None and deflate.should_compress(len(data)))
+        ):
             return self._frame_bytes(opcode, deflate.compress(data), rsv1=True)
         if self.role is Role.SERVER:
             return encode_frame(opcode, data)

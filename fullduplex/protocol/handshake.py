@@ -574,7 +574,9 @@ class ClientHandshake:
             self._buffer[start : start + (MAX_REJECTION_BODY if wanted is None else wanted)]
         )
         self._state = _DONE
-        message = f"server rejected the WebSocket handshake: HTTP {response.status} {response.reason}"
+        message = (
+            f"server rejected the WebSocket handshake: HTTP {response.status} {response.reason}"
+        )
         # The server's own explanation, when it sent a short plain-text one.
         first_line = body.split(b"\n", 1)[0].strip()[:200].decode("utf-8", "replace")
         if first_line and first_line.isprintable() and "<" not in first_line:

@@ -177,14 +177,16 @@ class App:
                 self.add_route(pattern, handler, **kwargs)
         client_js = self.settings.get("client_js_url")
         if client_js:
-            self.router.add(
-                Route(
-                    client_js,
-                    StaticFileHandler,
-                    {"path": PACKAGE_STATIC, "filename": "fullduplex.js"},
-                ),
-                first=True,
-            )
+            # The classic script, and beside it the ES-module wrapper that imports it
+            # relatively (fullduplex.mjs does `import "./fullduplex.js"`).
+            module_url = client_js[: -len(".js")] + ".mjs" if client_js.endswith(".js") else None
+            for url, filename in ((client_js, "fullduplex.js"), (module_url, "fullduplex.mjs")):
+                if url is None:
+                    continue
+                self.router.add(
+                    Route(url, StaticFileHandler, {"path": PACKAGE_STATIC, "filename": filename}),
+                    first=True,
+                )
         static_path = self.settings.get("static_path")
         if static_path:
             prefix = self.settings.get("static_url_prefix") or "/static/"

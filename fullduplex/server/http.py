@@ -16,12 +16,21 @@ Limits and timers (all from ``App.settings``; see :mod:`fullduplex.server.app`):
   how long an idle keep-alive connection stays open. Timers are ``loop.call_later``
   handles, never tasks.
 
-WebSocket hand-over (the hook used by ``fullduplex.server.websocket``): a
-``GET`` request carrying ``Upgrade: websocket`` and ``Connection: upgrade`` stops the
-parser; bytes received after its head are kept. The handler then either answers
-normally (parsing resumes with those bytes) or calls :meth:`HTTPConnection.upgrade`,
-which writes the ``101`` head, switches the transport to the new protocol and gives it
-the kept bytes. From then on this object never touches the transport again.
+WebSocket hand-over: a ``GET`` request carrying ``Upgrade: websocket`` and
+``Connection: upgrade`` stops the parser; bytes received after its head are kept (and
+reading pauses). The handler then either answers normally (parsing resumes with those
+bytes) or takes the connection:
+
+* :meth:`HTTPConnection.hand_over` ``(upgrade)`` calls ``upgrade(transport, rest)``,
+  which writes the ``101`` itself and switches the transport (this is what
+  ``RequestHandler`` does for classes with ``is_websocket = True``, calling their
+  ``upgrade`` method); or
+* :meth:`HTTPConnection.upgrade` ``(protocol, response)`` writes ``response``, calls
+  ``transport.set_protocol(protocol)``, ``protocol.connection_made(transport)`` and
+  ``protocol.data_received(rest)``.
+
+Either way the connection then leaves the App's registry, cancels its timers and never
+touches the transport again.
 """
 
 from __future__ import annotations

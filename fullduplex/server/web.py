@@ -920,6 +920,9 @@ class StaticFileHandler(RequestHandler):
             self.set_status(304)
             return
         ctype, encoding = mimetypes.guess_type(full)
+        if full.endswith((".js", ".mjs")):
+            # Browsers refuse modules served with another type; system tables vary.
+            ctype, encoding = "text/javascript", None
         if encoding == "gzip":
             ctype = "application/gzip"
         elif encoding is not None:

@@ -186,7 +186,9 @@ class WebSocketHandler(RequestHandler):
             if origin is not None and not self.check_origin(origin):
                 logger.warning(
                     "rejected WebSocket from %s: origin %r not allowed for %s",
-                    request.remote_ip, origin, request.path,
+                    request.remote_ip,
+                    origin,
+                    request.path,
                 )
                 raise HandshakeRejected(403, f"origin {origin!r} is not allowed")
             offered = handshake.subprotocols
@@ -202,7 +204,10 @@ class WebSocketHandler(RequestHandler):
             if exc.status != 403:
                 logger.info(
                     "rejected WebSocket from %s for %s: %s %s",
-                    request.remote_ip, request.path, exc.status, exc.reason,
+                    request.remote_ip,
+                    request.path,
+                    exc.status,
+                    exc.reason,
                 )
             transport.write(reject(exc))
             self._status_code = exc.status
@@ -286,7 +291,7 @@ def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[W
             assert self.ws is not None and self.engine is not None
             try:
                 if args or kwargs:
-                    await self._view(self.ws, *args, **kwargs)  # type: ignore[call-arg]
+                    await self._view(self.ws, *args, **kwargs)
                 else:
                     await self._view(self.ws)
             except ConnectionClosed:

@@ -570,12 +570,14 @@
     }
 
     /**
-     * Publish JSON-able `data` to the room (queued like send() while not open).
+     * Publish `data`, any JSON value but null, to the room (queued like send() while
+     * not open). RoomHandler echoes it back (echo_publish) as a `message` with its offset.
      * @param {*} data
      */
     publish(data) {
       if (this.#state === "left") throw domError(`Not in room '${this.#name}'.`, "InvalidStateError");
-      if (data === undefined) throw new TypeError("data must be JSON-able (not undefined)");
+      // null is what the server's transform() hook returns to drop a message.
+      if (data === undefined || data === null) throw new TypeError("data must be a JSON value other than null");
       this.#socket.send(JSON.stringify({ op: "publish", room: this.#name, data: data }));
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 from collections.abc import Iterator
@@ -110,7 +111,7 @@ class User:
 
     def screenshot(self, label: str) -> Path:
         path = self.artifacts / f"{label}-{self.name}.png"
-        self.page.screenshot(path=str(path))
+        self.page.screenshot(path=str(path), animations="disabled")
         return path
 
     def close(self) -> None:
@@ -132,8 +133,6 @@ def users(browser: Any, demo: DemoServer, artifacts: Path) -> Iterator[tuple[Use
 
 def _line_format_ok(line: str, name: str, text: str) -> bool:
     # name - YYYY-MM-DD HH:MM:SS - says: text   (S6; server time, Beijing)
-    import re
-
     pattern = rf"{re.escape(name)} - \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d - says: {re.escape(text)}"
     return re.fullmatch(pattern, line) is not None
 

@@ -513,6 +513,8 @@ describe("rooms", T, () => {
     assert.equal(message.detail.offset, 2);
     assert.equal(room.lastOffset, 2);
     assert.deepEqual(raw, []);
+    assert.throws(() => room.publish(null), TypeError); // null: "drop this message" to the server
+    assert.throws(() => room.publish(undefined), TypeError);
   });
 
   test("history is delivered on join; roomFramesAsMessages also surfaces frames raw", async () => {

@@ -135,12 +135,6 @@ class TestClosePayload:
         with pytest.raises(LocalProtocolError):
             encode_close_payload(code)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: encode_close_payload(1000, '\\ud800') raises UnicodeEncodeError, which is "
-        "not a FullDuplexError; a reason that cannot be encoded is API misuse "
-        "(LocalProtocolError)",
-    )
     def test_encode_unencodable_reason(self) -> None:
         with pytest.raises(LocalProtocolError):
             encode_close_payload(1000, "\ud800")

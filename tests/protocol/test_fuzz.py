@@ -72,11 +72,16 @@ def deflate_pair() -> tuple[Connection, Connection]:
     )
 
 
-def receiver(role: Role, deflate: bool) -> Connection:
+def receiver(role: Role, deflate: bool, closing: bool = False) -> Connection:
     if not deflate:
-        return Connection(role, limits=LIMITS)
-    cli, srv = deflate_pair()
-    return srv if role is Role.SERVER else cli
+        conn = Connection(role, limits=LIMITS)
+    else:
+        cli, srv = deflate_pair()
+        conn = srv if role is Role.SERVER else cli
+    if closing:
+        # We sent our close frame first: what follows is discarded, in any chunking.
+        conn.send_close(1001)
+    return conn
 
 
 # -- seed corpus: valid streams towards each role ---------------------------------------
@@ -252,8 +257,8 @@ def compare_sent(data: bytes) -> list[tuple[int, bytes]]:
     return [(op, p[:2] if op == 0x8 else p) for op, p in sent_frames(data)]
 
 
-def run(role: Role, deflate: bool, data: bytes, cuts: list[int]) -> Checked:
-    checked = Checked(receiver(role, deflate))
+def run(role: Role, deflate: bool, data: bytes, cuts: list[int], closing: bool) -> Checked:
+    checked = Checked(receiver(role, deflate, closing))
     prev = 0
     for cut in [*cuts, len(data)]:
         if cut > prev:
@@ -264,10 +269,12 @@ def run(role: Role, deflate: bool, data: bytes, cuts: list[int]) -> Checked:
     return checked
 
 
-def check_all_chunkings(role: Role, deflate: bool, data: bytes, cuts: list[int]) -> None:
-    whole = run(role, deflate, data, [])
-    by_byte = run(role, deflate, data, list(range(1, len(data))))
-    random_cuts = run(role, deflate, data, sorted(c % (len(data) + 1) for c in cuts))
+def check_all_chunkings(
+    role: Role, deflate: bool, data: bytes, cuts: list[int], closing: bool = False
+) -> None:
+    whole = run(role, deflate, data, [], closing)
+    by_byte = run(role, deflate, data, list(range(1, len(data))), closing)
+    random_cuts = run(role, deflate, data, sorted(c % (len(data) + 1) for c in cuts), closing)
     if not deflate:
         # The input's chunking never changes the outcome (RFC 6455 is a byte stream).
         assert outcome(by_byte) == outcome(whole)
@@ -285,9 +292,15 @@ def check_all_chunkings(role: Role, deflate: bool, data: bytes, cuts: list[int])
         assert strip(by_byte) == strip(whole)
         assert strip(random_cuts) == strip(whole)
     failure = whole.conn.failure
-    note_event(f"deflate={deflate} outcome={failure.close_code if failure else 'ok'}")
+    note_event(
+        f"deflate={deflate} closing={closing} outcome={failure.close_code if failure else 'ok'}"
+    )
     for checked in (whole, by_byte, random_cuts):
-        if checked.conn.failure is not None:
+        if closing:
+            # Data after our close is discarded; no pong, no second close frame.
+            assert not any(isinstance(e, TextMessage | BinaryMessage) for e in checked.events)
+            assert checked.out == b""
+        elif checked.conn.failure is not None:
             # A close frame with the violation's code was queued (§7.1.7).
             frames = sent_frames(checked.out)
             assert frames[-1][0] == 0x8
@@ -296,10 +309,14 @@ def check_all_chunkings(role: Role, deflate: bool, data: bytes, cuts: list[int])
 
 
 @FUZZ
-@given(case=hostile(), cuts=st.lists(st.integers(0, 2**16), max_size=20))
-def test_mutated_streams(case: tuple[Role, bool, bytes], cuts: list[int]) -> None:
+@given(
+    case=hostile(),
+    cuts=st.lists(st.integers(0, 2**16), max_size=20),
+    closing=st.integers(0, 4).map(lambda n: n == 0),
+)
+def test_mutated_streams(case: tuple[Role, bool, bytes], cuts: list[int], closing: bool) -> None:
     role, deflate, data = case
-    check_all_chunkings(role, deflate, data, cuts)
+    check_all_chunkings(role, deflate, data, cuts, closing)
 
 
 @settings(FUZZ, max_examples=500)

@@ -143,12 +143,5 @@ def test_core_pulls_in_no_io_modules(module: str, pure_python: str) -> None:
     assert probe(module, alone=True, pure_python=pure_python) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fullduplex/__init__.py eagerly imports .client/.server/.endpoint, so a "
-    "fresh `import fullduplex.protocol.connection` loads asyncio, socket, ssl and "
-    "threading; the sans-I/O core cannot be imported without the I/O layers "
-    "(lazy imports in fullduplex/__init__.py, e.g. a module __getattr__, would fix it)",
-)
 def test_plain_import_of_connection_loads_no_io_modules() -> None:
     assert probe("fullduplex.protocol.connection", alone=False) == []

@@ -354,6 +354,16 @@ corrupted = st.tuples(texts, st.integers(0, 60), st.integers(0, 255)).map(
 )
 any_bytes = st.one_of(st.binary(max_size=80), edgy_bytes, texts, corrupted)
 
+# Longer runs mixing scripts, to move through the C fast path's word and sequence modes.
+MIXED_CHARS = list("ab z09 ~\x7f") + list("éñÿ\u0080\u07ffжЯωא") + list("中文。\u0800\uffff")
+MIXED_CHARS += ["😀", "\U00010000", "\U0010ffff"]
+long_texts = st.lists(st.sampled_from(MIXED_CHARS), max_size=200).map(
+    lambda chars: "".join(chars).encode()
+)
+long_corrupted = st.tuples(long_texts, st.integers(0, 400), st.sampled_from(EDGE_BYTES)).map(
+    lambda t: t[0][: t[1]] + bytes([t[2]]) + t[0][t[1] + 1 :]
+)
+
 
 @given(data=any_bytes)
 def test_property_verdict_matches_codec(data: bytes) -> None:
@@ -404,3 +414,13 @@ def test_property_incremental_decoder_agrees(data: bytes) -> None:
     state = utf8.validate_utf8(data)
     if raised:
         assert state == UTF8_REJECT
+
+
+@given(data=st.one_of(long_texts, long_corrupted), cut=st.integers(0, 400))
+def test_property_long_mixed_scripts(data: bytes, cut: int) -> None:
+    expected_valid, expected_prefix = is_valid(data), is_valid_prefix(data)
+    for validate in _all_impls():
+        state = validate(data)
+        assert (state == UTF8_ACCEPT) == expected_valid
+        assert (state != UTF8_REJECT) == expected_prefix
+        assert validate(data[cut:], validate(data[:cut])) == state
