@@ -25,6 +25,15 @@ __all__ = [
 ]
 
 
+def _typed_eq(self: tuple[object, ...], other: object) -> bool:
+    """Events of different kinds never compare equal, even with the same fields."""
+    return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+
+
+def _typed_ne(self: tuple[object, ...], other: object) -> bool:
+    return not _typed_eq(self, other)
+
+
 class TextMessage(NamedTuple):
     """A complete text message (all fragments joined, UTF-8 validated)."""
 
@@ -70,5 +79,11 @@ class ProtocolViolation(NamedTuple):
 
     error: ProtocolError
 
+
+for _event in (TextMessage, BinaryMessage, Ping, Pong, CloseReceived, ProtocolViolation):
+    _event.__eq__ = _typed_eq  # type: ignore[method-assign,assignment]
+    _event.__ne__ = _typed_ne  # type: ignore[method-assign,assignment]
+    _event.__hash__ = tuple.__hash__  # type: ignore[method-assign,assignment]
+del _event
 
 Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived | ProtocolViolation

@@ -101,6 +101,9 @@ def encode_frame(
     The length uses the minimal encoding (§5.2: 7-bit, then 16-bit, then 64-bit).
     """
     b0 = opcode | (FIN if fin else 0) | (RSV1 if rsv1 else 0)
+    if type(payload) is not bytes:
+        # Count bytes, not items (a memoryview of an array('H') has 2-byte items).
+        payload = memoryview(payload).cast("B")
     n = len(payload)
     if mask is None:
         if n < 126:

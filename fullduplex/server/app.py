@@ -38,7 +38,7 @@ websocket_ping_interval    20.0   seconds of silence before a keepalive ping (No
 websocket_ping_timeout     20.0   seconds to wait for its pong, then close 1011
 websocket_close_timeout    10.0   seconds to wait for the closing handshake
 websocket_max_message_size 1 MiB  bytes after decompression; larger: close 1009
-websocket_max_frame_size   1 MiB  bytes per frame payload; larger: close 1009
+websocket_max_frame_size   None   bytes per frame payload (None: the message limit)
 websocket_max_fragments    1024   frames per fragmented message; more: close 1009
 websocket_max_queue        32     unread messages before reading from the peer pauses
 websocket_write_high_water 64 KiB write buffer level above which senders wait
@@ -105,7 +105,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "websocket_ping_timeout": 20.0,
     "websocket_close_timeout": 10.0,
     "websocket_max_message_size": 1024 * 1024,
-    "websocket_max_frame_size": 1024 * 1024,
+    "websocket_max_frame_size": None,
     "websocket_max_fragments": 1024,
     "websocket_max_queue": 32,
     "websocket_write_high_water": 64 * 1024,
@@ -279,7 +279,10 @@ class App:
             s = self.settings
             self._ws_limits = Limits(
                 max_message_size=s["websocket_max_message_size"],
-                max_frame_size=s["websocket_max_frame_size"],
+                # Unset, the frame limit follows the message limit.
+                max_frame_size=s["websocket_max_frame_size"]
+                if s["websocket_max_frame_size"] is not None
+                else s["websocket_max_message_size"],
                 max_fragments=s["websocket_max_fragments"],
                 max_header_size=int(s["max_header_size"]),
                 max_header_count=int(s["max_header_count"]),
@@ -423,14 +426,97 @@ class App:
         *,
         ssl: ssl_module.SSLContext | None = None,
         loop: str = "auto",
+        workers: int = 1,
         **serve_kwargs: Any,
     ) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully (a second signal aborts).
 
         ``loop``: ``"auto"`` (uvloop when installed), ``"uvloop"`` or ``"asyncio"``.
+        ``workers > 1`` forks that many processes sharing one listening socket; they
+        need a shared hub (``hub="redis://..."``).
         """
+        if workers > 1:
+            self._run_workers(host, port, ssl, loop, workers, serve_kwargs)
+            return
         with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
             runner.run(self._serve_until_signal(host, port, ssl, serve_kwargs))
+
+    def _run_workers(
+        self,
+        host: str | None,
+        port: int,
+        ssl: ssl_module.SSLContext | None,
+        loop: str,
+        workers: int,
+        serve_kwargs: dict[str, Any],
+    ) -> None:
+        """Pre-fork ``workers`` processes on one listening socket; restart any that dies."""
+        setting = self.settings.get("hub")
+        if setting is None or setting == "memory" or type(setting).__name__ == "MemoryHub":
+            raise SystemExit(
+                f"error: --workers {workers} needs a shared hub: with the in-memory hub each "
+                "worker would broadcast only to its own clients. Use --redis redis://host:port/0"
+            )
+        sock = socket.create_server(
+            (host or "0.0.0.0", port), backlog=serve_kwargs.pop("backlog", 1024)
+        )
+        sock.setblocking(False)
+        children: dict[int, int] = {}
+        stopping = False
+
+        def spawn(index: int) -> None:
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 0
+                try:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays it
+                    with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
+                        runner.run(
+                            self._serve_until_signal(
+                                host, port, ssl, {**serve_kwargs, "sock": sock},
+                                signals=(signal.SIGTERM,),
+                            )
+                        )
+                except BaseException:
+                    server_log.exception("worker %d failed", index)
+                    code = 1
+                finally:
+                    os._exit(code)
+            children[pid] = index
+
+        def relay(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+            for pid in list(children):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+        previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for index in range(workers):
+                spawn(index)
+            server_log.info(
+                "%d workers serving on %s:%d", workers, host or "0.0.0.0", sock.getsockname()[1]
+            )
+            while children:
+                try:
+                    pid, status = os.wait()
+                except ChildProcessError:
+                    break
+                except InterruptedError:
+                    continue
+                index = children.pop(pid, -1)
+                if not stopping:
+                    server_log.error(
+                        "worker %d (pid %d) exited with status %d; restarting", index, pid, status
+                    )
+                    spawn(index)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sock.close()
 
     async def _serve_until_signal(
         self,
@@ -438,6 +524,7 @@ class App:
         port: int,
         ssl: ssl_module.SSLContext | None,
         serve_kwargs: dict[str, Any],
+        signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
     ) -> None:
         server = await self.serve(host, port, ssl=ssl, **serve_kwargs)
         loop = asyncio.get_running_loop()
@@ -450,7 +537,7 @@ class App:
             stop.set()
 
         installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             try:
                 loop.add_signal_handler(sig, on_signal)
                 installed.append(sig)

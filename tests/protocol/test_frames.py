@@ -89,12 +89,6 @@ class TestEncodeFrame:
         assert type(out) is bytes
         assert out == encode_frame(OP_BINARY, payload, mask=mask)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: encode_frame(OP_BINARY, array('H', [1, 2, 3])) writes length 3 (len() "
-        "counts items) followed by 6 payload bytes: 82 03 010002000300, a corrupt stream; "
-        "same via Connection.send_binary, masked or not",
-    )
     @pytest.mark.parametrize("mask", [None, KEY])
     def test_length_of_buffers_with_wide_items(self, mask: bytes | None) -> None:
         import array
