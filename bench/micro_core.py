@@ -8,8 +8,9 @@
 Each case is one operation done the way fullduplex does it and the way websockets does
 it. Both sides are timed with ``timeit`` (calls per run chosen by autorange, runs of the
 two sides interleaved) and the median per call is reported; ratio = websockets /
-fullduplex, so > 1 means fullduplex is faster. Results are merged into
-bench/results/micro_core.json, a dict keyed by case name.
+fullduplex, so > 1 means fullduplex is faster. The clock is the process's CPU time, not
+wall time: on a busy machine, time spent descheduled is charged to neither side.
+Results are merged into bench/results/micro_core.json, a dict keyed by case name.
 
 To add cases, write a function returning a list of ``Case`` and append it to ``GROUPS``.
 """
@@ -18,24 +19,27 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
+import importlib.metadata
 import json
 import os
 import platform
 import random
 import statistics
 import sys
+import time
 import timeit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import websockets
 import websockets.frames
 
 from fullduplex.protocol import mask, speedups, utf8
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "micro_core.json")
+WEBSOCKETS_VERSION = importlib.metadata.version("websockets")
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -50,7 +54,8 @@ class Call:
     def timer(self) -> timeit.Timer:
         names = [f"a{i}" for i in range(len(self.args))]
         namespace: dict[str, Any] = dict(zip(names, self.args, strict=True), fn=self.fn)
-        return timeit.Timer(f"fn({', '.join(names)})", globals=namespace)
+        stmt = f"fn({', '.join(names)})"
+        return timeit.Timer(stmt, timer=time.process_time, globals=namespace)
 
 
 @dataclass(frozen=True)
@@ -69,19 +74,25 @@ class Case:
 # -- inputs ------------------------------------------------------------------------------
 
 
-def ascii_heavy_text(size: int, seed: int = 1) -> bytes:
-    """English chat messages as JSON lines, about 1 non-ASCII character per 100 bytes."""
+CHAT_WORDS = [
+    *["the", "server", "pushes", "every", "message", "to", "all", "connected", "users"],
+    *["as", "soon", "as", "it", "arrives", "and", "the", "client", "shows", "it", "with"],
+    *["a", "name", "and", "the", "time", "it", "was", "sent", "ok", "thanks", "see", "you"],
+]
+
+
+def ascii_heavy_text(size: int, seed: int = 1, extras: str = "éüñçöà") -> bytes:
+    """English chat messages as JSON lines; 1 word in 50 ends with one of ``extras``."""
     rng = random.Random(seed)
-    words = ["the", "server", "pushes", "every", "message", "to", "all", "connected", "users", "as", "soon", "as", "it", "arrives", "and", "the", "client", "shows", "it", "with", "a", "name", "and", "the", "time", "it", "was", "sent", "ok", "thanks", "see", "you"]
-    extras = ["é", "ü", "ñ", "—", "’", "€", "😀", "👍"]
     lines: list[str] = []
     length = 0
     while length < size:
         text = " ".join(
-            rng.choice(words) + (rng.choice(extras) if rng.random() < 0.02 else "")
+            rng.choice(CHAT_WORDS) + (rng.choice(extras) if rng.random() < 0.02 else "")
             for _ in range(rng.randint(4, 20))
         )
-        line = f'{{"user": "user{rng.randint(1, 999)}", "text": "{text}", "ts": {rng.randint(1, 10**9)}}}\n'
+        user, ts = rng.randint(1, 999), rng.randint(1, 10**9)
+        line = f'{{"user": "user{user}", "text": "{text}", "ts": {ts}}}\n'
         lines.append(line)
         length += len(line.encode())
     return _cut("".join(lines).encode(), size)
@@ -95,7 +106,7 @@ def cjk_text(size: int, seed: int = 2) -> bytes:
         "同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自"
     )
     ascii_words = ["WebSocket", "TCP", "HTTP", "ok", "2024", "Redis", "nginx", "OK!"]
-    punct = "，。！？：；、（）"
+    punct = "\uff0c\u3002\uff01\uff1f\uff1a\u3001"  # fullwidth , . ! ? : and ideographic ,
     parts: list[str] = []
     length = 0
     while length < size:
@@ -123,9 +134,19 @@ def _payload(size: int) -> bytes:
 # -- cases -------------------------------------------------------------------------------
 
 
+def _same_mask(data: bytes, key: bytes, ws_mask: Callable[[bytes, bytes], bytes]) -> bool:
+    return mask.apply_mask(data, key) == ws_mask(data, key)
+
+
+def _valid_and_decodes(data: bytes) -> bool:
+    data.decode("utf-8")
+    return utf8.validate_utf8(data) == utf8.UTF8_ACCEPT
+
+
 def mask_cases() -> list[Case]:
     key = b"\x37\xfa\x21\x3d"
-    ws_mask = websockets.frames.apply_mask
+    # What websockets masks with: its C speedup, or its pure-Python fallback if not built.
+    ws_mask: Callable[[bytes, bytes], bytes] = websockets.frames.apply_mask  # type: ignore[attr-defined]
     ws_does = f"websockets.frames.apply_mask ({ws_mask.__module__})"
     cases = []
     for label, size in (("1 MiB", MiB), ("64 B", 64)):
@@ -136,7 +157,7 @@ def mask_cases() -> list[Case]:
                 Call(mask.apply_mask, (data, key)),
                 Call(ws_mask, (data, key)),
                 ws_does,
-                check=lambda d=data: mask.apply_mask(d, key) == ws_mask(d, key),
+                check=functools.partial(_same_mask, data, key, ws_mask),
             )
         )
     return cases
@@ -146,6 +167,7 @@ def utf8_cases() -> list[Case]:
     inputs = [
         ("validate UTF-8 1 MiB (ascii-heavy)", ascii_heavy_text(MiB)),
         ("validate UTF-8 1 MiB (mixed CJK)", cjk_text(MiB)),
+        ("validate UTF-8 1 MiB (ascii + emoji)", ascii_heavy_text(MiB, extras="😀👍🎉")),
         ("validate UTF-8 64 B (mixed CJK)", cjk_text(64, seed=3)),
     ]
     # websockets validates a text message by decoding it: data.decode() (asyncio/messages.py).
@@ -155,7 +177,7 @@ def utf8_cases() -> list[Case]:
             Call(utf8.validate_utf8, (data,)),
             Call(bytes.decode, (data, "utf-8")),
             "bytes.decode('utf-8')",
-            check=lambda d=data: utf8.validate_utf8(d) == utf8.UTF8_ACCEPT,
+            check=functools.partial(_valid_and_decodes, data),
         )
         for name, data in inputs
     ]
@@ -198,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     impl = speedups.IMPLEMENTATION
     cases = [c for group in GROUPS for c in group() if args.filter.lower() in c.name.lower()]
     print(
-        f"fullduplex core: {impl} | websockets {websockets.__version__} | "
+        f"fullduplex core: {impl} | websockets {WEBSOCKETS_VERSION} | "
         f"Python {platform.python_version()} | {platform.machine()} | "
         f"median of {repeats}"
     )
@@ -220,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratio": round(ratio, 3),
             "fullduplex_impl": impl,
             "websockets_does": case.websockets_does,
-            "websockets_version": websockets.__version__,
+            "websockets_version": WEBSOCKETS_VERSION,
             "python": platform.python_version(),
             "machine": platform.machine(),
             "repeats": repeats,
