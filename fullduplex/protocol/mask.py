@@ -29,12 +29,12 @@ def apply_mask_py(data: BytesLike, mask: bytes) -> bytes:
     applies regardless of the direction").
     """
     _check_mask(mask)
-    raw = data if isinstance(data, bytes) else memoryview(data).tobytes()
+    raw = data if type(data) is bytes else memoryview(data).tobytes()
     n = len(raw)
     if n == 0:
         return b""
     # j = i MOD 4; transformed-octet-i = original-octet-i XOR masking-key-octet-j (§5.3).
-    key = (bytes(mask) * ((n + 3) // 4))[:n]
+    key = (bytes(mask) * ((n >> 2) + 1))[:n]
     xored = int.from_bytes(raw, "little") ^ int.from_bytes(key, "little")
     return xored.to_bytes(n, "little")
 

@@ -137,6 +137,12 @@ def _validate_utf8_codec(data: BytesLike, state: int = UTF8_ACCEPT) -> int:
     open by the previous piece and classifies the (at most 3) bytes the codec leaves
     unconsumed at the end.
     """
+    if type(data) is bytes and type(state) is int and state == UTF8_ACCEPT:
+        try:  # the common case, a whole message: one call into the codec
+            _, consumed = codecs.utf_8_decode(data, "strict", False)
+        except UnicodeDecodeError:
+            return UTF8_REJECT
+        return _tail_state(data, consumed)
     s = _to_index(state)
     if s == _REJ:
         return UTF8_REJECT
@@ -156,9 +162,15 @@ def _validate_utf8_codec(data: BytesLike, state: int = UTF8_ACCEPT) -> int:
         _, consumed = codecs.utf_8_decode(raw, "strict", False)
     except UnicodeDecodeError:
         return UTF8_REJECT
+    return _tail_state(raw, consumed)
+
+
+def _tail_state(raw: bytes | bytearray | memoryview, consumed: int) -> int:
+    """State after ``raw`` when the codec accepted ``raw[:consumed]`` with final=False."""
     if consumed == len(raw):
         return UTF8_ACCEPT
-    # The codec does not reject every bad prefix early (e.g. ED A0, a surrogate).
+    # At most 3 bytes are left, and the codec does not reject every bad prefix early
+    # (e.g. ED A0, the start of a surrogate), so the DFA decides.
     s = _run(raw[consumed:], _ACC)
     return UTF8_REJECT if s == _REJ else s
 
