@@ -15,10 +15,8 @@
 #define GIL_RELEASE_THRESHOLD (64 * 1024)
 
 #if defined(__GNUC__) || defined(__clang__)
-#define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
-#define LIKELY(x) (x)
 #define UNLIKELY(x) (x)
 #endif
 
@@ -240,10 +238,11 @@ apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
  *   piece, the last few bytes of a piece, and deciding on invalid input. Each
  *   byte has a 64-bit "row" built at import holding, at bit 6*s, the code
  *   6 * next-state for state s, so a step is `s = (row[byte] >> s) & 63`.
- * - a fast path for the common case, between characters with at least 4
- *   bytes left: it skips ASCII 8 or 32 bytes at a time and checks whole
- *   2-, 3- and 4-byte sequences against the same RFC 3629 ranges. At the first
- *   byte it does not like it stops, and the automaton decides from there.
+ * - a fast path (utf8_fast) for the common case, between characters with at
+ *   least 8 bytes left: ASCII 8 or 32 bytes at a time, ASCII mixed with 2-byte
+ *   sequences 8 bytes at a time, anything else one whole 2-, 3- or 4-byte
+ *   sequence at a time, against the same RFC 3629 ranges. At the first byte it
+ *   does not like it stops, and the automaton decides from there.
  */
 enum { ACC, TAIL1, TAIL2, TAIL3, ST_E0, ST_ED, ST_F0, ST_F4, REJ, N_STATES };
 

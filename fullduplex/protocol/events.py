@@ -27,7 +27,7 @@ __all__ = [
 
 def _typed_eq(self: tuple[object, ...], other: object) -> bool:
     """Events of different kinds never compare equal, even with the same fields."""
-    return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+    return type(self) is type(other) and tuple.__eq__(self, other)
 
 
 def _typed_ne(self: tuple[object, ...], other: object) -> bool:
@@ -81,9 +81,9 @@ class ProtocolViolation(NamedTuple):
 
 
 for _event in (TextMessage, BinaryMessage, Ping, Pong, CloseReceived, ProtocolViolation):
-    _event.__eq__ = _typed_eq  # type: ignore[method-assign,assignment]
+    _event.__eq__ = _typed_eq  # type: ignore[method-assign]
     _event.__ne__ = _typed_ne  # type: ignore[method-assign,assignment]
-    _event.__hash__ = tuple.__hash__  # type: ignore[method-assign,assignment]
+    _event.__hash__ = tuple.__hash__  # type: ignore[method-assign]
 del _event
 
 Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived | ProtocolViolation
