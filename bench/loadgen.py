@@ -10,6 +10,7 @@ how fast this generator is.
 
     python bench/loadgen.py --scenario latency --port 8765 --server-pid 1234
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,7 +111,7 @@ class Window:
 def percentile(sorted_vals: list[float], q: float) -> float | None:
     if not sorted_vals:
         return None
-    k = min(len(sorted_vals) - 1, max(0, int(round(q / 100.0 * (len(sorted_vals) - 1)))))
+    k = min(len(sorted_vals) - 1, max(0, round(q / 100.0 * (len(sorted_vals) - 1))))
     return sorted_vals[k]
 
 
@@ -168,7 +169,9 @@ async def open_many(
                 errors += 1
                 return
             try:
-                t, _ = await ws_connect(factory, url, max_frame_size=MAX_FRAME, websocket_handshake_timeout=10)
+                t, _ = await ws_connect(
+                    factory, url, max_frame_size=MAX_FRAME, websocket_handshake_timeout=10
+                )
                 transports.append(t)
             except Exception:
                 errors += 1
@@ -259,7 +262,9 @@ async def sc_latency(a: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-async def _pipelined(a: argparse.Namespace, conns: int, window: int, size: int, binary: bool) -> dict[str, Any]:
+async def _pipelined(
+    a: argparse.Namespace, conns: int, window: int, size: int, binary: bool
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     mtype = WSMsgType.BINARY if binary else WSMsgType.TEXT
     msg = (b"\x00\x01\x02\x03" * (size // 4 + 1))[:size] if binary else b"T" * size
@@ -377,11 +382,15 @@ async def sc_broadcast(a: argparse.Namespace) -> dict[str, Any]:
             st.lost += 1
 
     t_setup = time.perf_counter()
-    transports, errors = await open_many(a.url, n_clients, Sub, 64, time.monotonic() + a.setup_timeout)
+    transports, errors = await open_many(
+        a.url, n_clients, Sub, 64, time.monotonic() + a.setup_timeout
+    )
     setup_s = time.perf_counter() - t_setup
     if errors or len(transports) != n_clients:
         close_all(transports)
-        raise RuntimeError(f"could only open {len(transports)}/{n_clients} connections ({errors} errors)")
+        raise RuntimeError(
+            f"could only open {len(transports)}/{n_clients} connections ({errors} errors)"
+        )
     await asyncio.sleep(0.2)  # let the server register the last ones
     st.control = transports[0]
     st.last_progress = loop.time()
@@ -393,7 +402,8 @@ async def sc_broadcast(a: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.05)
             if st.lost or loop.time() - st.last_progress > 5:
                 raise RuntimeError(
-                    f"broadcast stalled: {st.got}/{n_clients} deliveries of #{st.seq}, {st.lost} connections lost"
+                    f"broadcast stalled: {st.got}/{n_clients} deliveries of #{st.seq}, "
+                    f"{st.lost} connections lost"
                 )
 
     await watch(a.warmup)
@@ -442,7 +452,9 @@ async def sc_handshake(a: argparse.Namespace) -> dict[str, Any]:
     async def worker() -> None:
         while st.running:
             try:
-                t, lis = await ws_connect(HS, a.url, max_frame_size=MAX_FRAME, websocket_handshake_timeout=5)
+                t, lis = await ws_connect(
+                    HS, a.url, max_frame_size=MAX_FRAME, websocket_handshake_timeout=5
+                )
                 t.send_close(WSCloseCode.OK)
                 try:
                     # close handshake complete = the server's CLOSE frame arrived
@@ -514,14 +526,18 @@ def raise_nofile() -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--scenario", choices=SCENARIOS, required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/echo")
     p.add_argument("--server-pid", type=int, required=True)
     p.add_argument("--duration", type=float, default=2.0, help="measured window, seconds")
     p.add_argument("--warmup", type=float, default=0.3, help="warm-up before the window, seconds")
-    p.add_argument("--messages", type=int, default=20000, help="latency: messages (capped by --duration)")
+    p.add_argument(
+        "--messages", type=int, default=20000, help="latency: messages (capped by --duration)"
+    )
     p.add_argument("--warmup-msgs", type=int, default=1000)
     p.add_argument("--conns", type=int, default=0, help="override the scenario's connection count")
     p.add_argument("--window", type=int, default=0)

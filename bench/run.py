@@ -1,8 +1,9 @@
-"""Side-by-side WebSocket server benchmark: fullduplex vs websockets, aiohttp, Tornado, picows, Node ws.
+"""Side-by-side WebSocket server benchmark: fullduplex vs websockets, aiohttp, Tornado,
+picows and Node ws.
 
-    .venv/bin/python bench/run.py                 # full run, asyncio and uvloop (~15 min)
-    .venv/bin/python bench/run.py --quick         # one repeat, smaller counts (< 3 min)
-    .venv/bin/python bench/run.py --servers websockets,picows --scenarios latency,large --loop uvloop
+    .venv/bin/python bench/run.py            # full run, asyncio and uvloop (~11-15 min)
+    .venv/bin/python bench/run.py --quick    # one repeat, smaller counts (< 3 min)
+    .venv/bin/python bench/run.py --servers websockets,picows --scenarios latency --loop uvloop
 
 Every (server, scenario) pair gets a fresh server process pinned to CPU 0 and a fresh
 run of the one load generator (bench/loadgen.py, picows on uvloop) pinned to CPU 1.
@@ -10,6 +11,7 @@ Repeats are interleaved (A, B, C, ..., A, B, C, ...) and medians are reported.
 Writes bench/results/<date>-<loop>.json, bench/results/latest.md, bench/results/latest.png.
 See bench/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,16 +53,60 @@ SCENARIOS = ("latency", "throughput", "large", "broadcast", "handshake", "memory
 PARAMS: dict[str, dict[str, list[str]]] = {
     "full": {
         "latency": ["--messages", "20000", "--warmup-msgs", "2000", "--duration", "1.5"],
-        "throughput": ["--conns", "64", "--window", "16", "--size", "64", "--warmup", "0.4", "--duration", "1.2"],
-        "large": ["--conns", "4", "--window", "1", "--size", str(1 << 20), "--warmup", "0.4", "--duration", "1.2"],
+        "throughput": [
+            "--conns",
+            "64",
+            "--window",
+            "16",
+            "--size",
+            "64",
+            "--warmup",
+            "0.4",
+            "--duration",
+            "1.2",
+        ],
+        "large": [
+            "--conns",
+            "4",
+            "--window",
+            "1",
+            "--size",
+            str(1 << 20),
+            "--warmup",
+            "0.4",
+            "--duration",
+            "1.2",
+        ],
         "broadcast": ["--conns", "2000", "--warmup", "0.4", "--duration", "1.5"],
         "handshake": ["--conns", "16", "--warmup", "0.4", "--duration", "1.2"],
         "memory": ["--conns", "5000"],
     },
     "quick": {
         "latency": ["--messages", "5000", "--warmup-msgs", "500", "--duration", "0.8"],
-        "throughput": ["--conns", "64", "--window", "16", "--size", "64", "--warmup", "0.2", "--duration", "0.6"],
-        "large": ["--conns", "4", "--window", "1", "--size", str(1 << 20), "--warmup", "0.2", "--duration", "0.6"],
+        "throughput": [
+            "--conns",
+            "64",
+            "--window",
+            "16",
+            "--size",
+            "64",
+            "--warmup",
+            "0.2",
+            "--duration",
+            "0.6",
+        ],
+        "large": [
+            "--conns",
+            "4",
+            "--window",
+            "1",
+            "--size",
+            str(1 << 20),
+            "--warmup",
+            "0.2",
+            "--duration",
+            "0.6",
+        ],
         "broadcast": ["--conns", "1000", "--warmup", "0.2", "--duration", "0.8"],
         "handshake": ["--conns", "16", "--warmup", "0.2", "--duration", "0.6"],
         "memory": ["--conns", "2000"],
@@ -161,7 +207,7 @@ class Server:
         path = os.path.join(SERVERS_DIR, script)
         exe = [shutil.which("node") or "node"] if kind == "node" else [PY]
         self.cmd = pin(cpu) + exe + [path, "--port", str(self.port), "--loop", loop]
-        self.log = tempfile.TemporaryFile(mode="w+b")
+        self.log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed in stop()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> str | None:
@@ -170,8 +216,14 @@ class Server:
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         try:
             self.proc = subprocess.Popen(
-                self.cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, cwd=ROOT, env=env,
-                preexec_fn=child_setup, start_new_session=True,
+                self.cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self.log,
+                stderr=self.log,
+                cwd=ROOT,
+                env=env,
+                preexec_fn=child_setup,
+                start_new_session=True,
             )
         except OSError as exc:
             return f"cannot execute: {exc}"
@@ -217,15 +269,33 @@ class Server:
         self.log.close()
 
 
-def run_generator(scenario: str, server: Server, args: list[str], cpu: int | None, timeout: float) -> dict[str, Any]:
+def run_generator(
+    scenario: str, server: Server, args: list[str], cpu: int | None, timeout: float
+) -> dict[str, Any]:
     assert server.proc is not None
-    cmd = pin(cpu) + [
-        PY, os.path.join(HERE, "loadgen.py"), "--scenario", scenario, "--port", str(server.port),
-        "--server-pid", str(server.proc.pid), "--timeout", str(timeout - 10), *args,
+    cmd = [
+        *pin(cpu),
+        PY,
+        os.path.join(HERE, "loadgen.py"),
+        "--scenario",
+        scenario,
+        "--port",
+        str(server.port),
+        "--server-pid",
+        str(server.proc.pid),
+        "--timeout",
+        str(timeout - 10),
+        *args,
     ]
     try:
         out = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, preexec_fn=child_setup, start_new_session=True, cwd=ROOT
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=child_setup,
+            start_new_session=True,
+            cwd=ROOT,
         )
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"generator timed out after {timeout:.0f}s"}
@@ -242,7 +312,9 @@ def run_generator(scenario: str, server: Server, args: list[str], cpu: int | Non
 
 def _cmd(args: list[str]) -> str | None:
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        )
     except Exception:
         return None
 
@@ -306,7 +378,12 @@ def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         out["error"] = samples[-1].get("error") if samples else "no samples"
         return out
-    keys = {k for s in ok for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    keys = {
+        k
+        for s in ok
+        for k, v in s.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     for k in sorted(keys):
         vals = [s[k] for s in ok if isinstance(s.get(k), (int, float))]
         if vals:
@@ -338,14 +415,16 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     lines += [
         "# WebSocket server benchmark — latest run",
         "",
-        f"Run {first['started']} ({first['mode']}, {first['config']['repeats']} repeat(s), medians). "
+        f"Run {first['started']} ({first['mode']}, "
+        f"{first['config']['repeats']} repeat(s), medians). "
         f"Machine: {m['cpu_model']} × {m['cpus']}, Linux {m['kernel']}, Python {m['python']}. "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v),
         "",
-        "Server pinned to CPU 0, load generator (picows client on uvloop, bench/loadgen.py) to CPU 1. "
-        "**× ws** columns are ratios to `websockets` from the same run, oriented so that **> 1 is better** "
-        "(more per second, fewer CPU µs, fewer KiB). *Server CPU µs/op* = server utime+stime during the "
-        "window ÷ operations; it does not depend on the generator's speed. *srv/gen/other %* = CPU "
+        "Server pinned to CPU 0, load generator (picows client on uvloop, bench/loadgen.py) "
+        "to CPU 1. **× ws** columns are ratios to `websockets` from the same run, oriented so "
+        "that **> 1 is better** (more per second, fewer CPU µs, fewer KiB). *Server CPU µs/op* = "
+        "server utime+stime during the window ÷ operations; it does not depend on the "
+        "generator's speed. *srv/gen/other %* = CPU "
         "utilisation of server, generator and everything else during the window (gen ≈ 100% ⇒ the "
         "generator, not the server, was the bottleneck; other > 10% ⇒ noisy machine).",
         "",
@@ -361,7 +440,9 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             lines.append("")
         # summary
         scen = [s for s in run["config"]["scenarios"]]
-        lines.append("Summary — server CPU per operation, × websockets (> 1 = less CPU than websockets):")
+        lines.append(
+            "Summary — server CPU per operation, × websockets (> 1 = less CPU than websockets):"
+        )
         lines.append("")
         lines.append("| server | " + " | ".join(scen) + " |")
         lines.append("|---|" + "---:|" * len(scen))
@@ -370,7 +451,13 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             for sc in scen:
                 med = res[s].get(sc, {}).get("median", {})
                 ref = res.get(REFERENCE, {}).get(sc, {}).get("median", {})
-                cells.append(fmt_ratio(ratio(med.get("server_cpu_us_per_op"), ref.get("server_cpu_us_per_op"), False)))
+                cells.append(
+                    fmt_ratio(
+                        ratio(
+                            med.get("server_cpu_us_per_op"), ref.get("server_cpu_us_per_op"), False
+                        )
+                    )
+                )
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
         for sc in scen:
@@ -378,7 +465,9 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             extras = EXTRA.get(sc, [])
             clients = None
             for s in servers:
-                c = res[s].get(sc, {}).get("median", {}).get("clients") or res[s].get(sc, {}).get("median", {}).get("ops")
+                c = res[s].get(sc, {}).get("median", {}).get("clients") or res[s].get(sc, {}).get(
+                    "median", {}
+                ).get("ops")
                 if c and sc in ("broadcast", "memory"):
                     clients = int(c)
                     break
@@ -388,9 +477,16 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             if clients and sc == "memory":
                 title += f" ({clients} connections)"
             lines += [title, ""]
-            hdr = ["server", label] + [e[1] for e in extras] + [
-                f"server CPU µs/op ({OP_NAME[sc]})", "× ws " + label, "× ws CPU", "srv/gen/other %",
-            ]
+            hdr = (
+                ["server", label]
+                + [e[1] for e in extras]
+                + [
+                    f"server CPU µs/op ({OP_NAME[sc]})",
+                    "× ws " + label,
+                    "× ws CPU",
+                    "srv/gen/other %",
+                ]
+            )
             lines.append("| " + " | ".join(hdr) + " |")
             lines.append("|---|" + "---:|" * (len(hdr) - 1))
             ref = res.get(REFERENCE, {}).get(sc, {}).get("median", {})
@@ -399,19 +495,26 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                 if med is None:
                     continue
                 if not med.get("n"):
-                    lines.append(f"| {s} | failed: {str(med.get('error', '?'))[:120]} |" + " |" * (len(hdr) - 2))
+                    lines.append(
+                        f"| {s} | failed: {str(med.get('error', '?'))[:120]} |"
+                        + " |" * (len(hdr) - 2)
+                    )
                     continue
                 cpu = med.get("server_cpu_us_per_op")
                 util = "/".join(
                     fmt(None if med.get(k) is None else 100 * med[k], "{:.0f}")
                     for k in ("server_cpu_util", "gen_cpu_util", "other_cpu_util")
                 )
-                row = [s, fmt(med.get(key), f)] + [fmt(med.get(k), ef) for k, _, ef in extras] + [
-                    fmt(cpu, "{:,.1f}"),
-                    fmt_ratio(ratio(med.get(key), ref.get(key), hb)),
-                    fmt_ratio(ratio(cpu, ref.get("server_cpu_us_per_op"), False)),
-                    util,
-                ]
+                row = (
+                    [s, fmt(med.get(key), f)]
+                    + [fmt(med.get(k), ef) for k, _, ef in extras]
+                    + [
+                        fmt(cpu, "{:,.1f}"),
+                        fmt_ratio(ratio(med.get(key), ref.get(key), hb)),
+                        fmt_ratio(ratio(cpu, ref.get("server_cpu_us_per_op"), False)),
+                        util,
+                    ]
+                )
                 if med.get("failed"):
                     row[0] += f" ({med['failed']} failed)"
                 lines.append("| " + " | ".join(row) + " |")
@@ -428,7 +531,8 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
         from matplotlib.ticker import FuncFormatter
     except Exception as exc:  # pragma: no cover - optional
         return f"matplotlib unavailable ({exc}); no chart"
-    colors = dict(zip(SERVERS, ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]))
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+    colors = dict(zip(SERVERS, palette, strict=True))
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ncol = len(runs)
     fig, axes = plt.subplots(3, ncol, figsize=(7.5 * ncol, 13), squeeze=False)
@@ -438,16 +542,26 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
         scen = run["config"]["scenarios"]
         width = 0.8 / max(1, len(servers))
 
-        def ref(sc: str, key: str) -> Any:
+        def ref(sc: str, key: str, res: dict[str, Any] = res) -> Any:
             return res.get(REFERENCE, {}).get(sc, {}).get("median", {}).get(key)
 
         rows = [
-            ("server CPU µs per operation (lower is better)",
-             lambda med, sc: med.get("server_cpu_us_per_op")),
-            ("server CPU per op, × websockets (higher = less CPU)",
-             lambda med, sc: ratio(med.get("server_cpu_us_per_op"), ref(sc, "server_cpu_us_per_op"), False)),
-            ("headline metric × websockets (higher is better)",
-             lambda med, sc: ratio(med.get(METRIC[sc][0]), ref(sc, METRIC[sc][0]), METRIC[sc][2])),
+            (
+                "server CPU µs per operation (lower is better)",
+                lambda med, sc: med.get("server_cpu_us_per_op"),
+            ),
+            (
+                "server CPU per op, × websockets (higher = less CPU)",
+                lambda med, sc: ratio(
+                    med.get("server_cpu_us_per_op"), ref(sc, "server_cpu_us_per_op"), False
+                ),
+            ),
+            (
+                "headline metric × websockets (higher is better)",
+                lambda med, sc: ratio(
+                    med.get(METRIC[sc][0]), ref(sc, METRIC[sc][0]), METRIC[sc][2]
+                ),
+            ),
         ]
         for row, (title, getter) in enumerate(rows):
             ax = axes[row][col]
@@ -469,13 +583,21 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
             ax.grid(axis="y", which="both", alpha=0.3)
             if row:
                 ax.axhline(1.0, color="black", linewidth=0.8)
-            ax.legend(fontsize=8, ncol=2)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=len(labels),
+        bbox_to_anchor=(0.5, 0.965),
+        fontsize=9,
+    )
     fig.suptitle(
         f"WebSocket servers, one run {runs[0]['started']} ({runs[0]['mode']}); "
         "server on CPU 0, picows/uvloop generator on CPU 1",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.945))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return None
@@ -485,24 +607,54 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="one repeat, smaller counts (< 3 min)")
     p.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma list; default: all")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list; default: all")
-    p.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
-                   help="server event loop; 'both' runs and reports each separately (default)")
+    p.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop", "both"),
+        default="both",
+        help="server event loop; 'both' runs and reports each separately (default)",
+    )
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1)
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
-    p.add_argument("--nice", type=int, default=-5,
-                   help="niceness for server and generator (default -5 when root: a busy shared machine "
-                        "then disturbs the measured pair less; 0 to disable)")
-    p.add_argument("--rt", action="store_true",
-                   help="run server and generator as SCHED_FIFO (root): neighbours cannot disturb them, "
-                        "but other work on the machine is starved (down to 5%%) while a CPU is saturated")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=-5,
+        help="niceness for server and generator (default -5 when root: a busy shared machine "
+        "then disturbs the measured pair less; 0 to disable)",
+    )
+    p.add_argument(
+        "--rt",
+        action="store_true",
+        help="run server and generator as SCHED_FIFO (root): neighbours cannot disturb them, "
+        "but other work on the machine is starved (down to 5%%) while a CPU is saturated",
+    )
     p.add_argument("--out", default=RESULTS)
+    p.add_argument(
+        "--report",
+        nargs="+",
+        metavar="JSON",
+        help="do not measure: rebuild latest.md/latest.png from saved result files",
+    )
     a = p.parse_args()
+    if a.report:
+        saved = []
+        for path in a.report:
+            with open(path) as f:
+                saved.append(json.load(f))
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "latest.md"), "w") as f:
+            f.write(markdown(saved))
+        err = chart(saved, os.path.join(a.out, "latest.png"))
+        print(err or f"wrote latest.md and latest.png in {a.out}")
+        return 0
     global NICE, RT
     RT = a.rt
     NICE = a.nice if (a.nice >= 0 or os.geteuid() == 0) else 0
@@ -530,10 +682,12 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _sigterm)
 
-    if "node-ws" in servers and not os.path.isdir(os.path.join(HERE, "node_modules", "ws")):
-        if shutil.which("npm"):
-            print("installing Node deps (npm install in bench/) ...", flush=True)
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=HERE, timeout=300)
+    node_missing = not os.path.isdir(os.path.join(HERE, "node_modules", "ws"))
+    if "node-ws" in servers and node_missing and shutil.which("npm"):
+        print("installing Node deps (npm install in bench/) ...", flush=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=HERE, timeout=300
+        )
 
     machine = machine_info()
     started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -541,7 +695,9 @@ def main() -> int:
     t_start = time.monotonic()
     runs: list[dict[str, Any]] = []
     for loop in loops:
-        samples: dict[str, dict[str, list[dict[str, Any]]]] = {s: {sc: [] for sc in scenarios} for s in servers}
+        samples: dict[str, dict[str, list[dict[str, Any]]]] = {
+            s: {sc: [] for sc in scenarios} for s in servers
+        }
         skipped: dict[str, str] = {}
         for rep in range(repeats):
             for sc in scenarios:
@@ -570,17 +726,29 @@ def main() -> int:
                     samples[name][sc].append(r)
                     key, label, _, f = METRIC[sc]
                     if r.get("ok"):
-                        msg = (f"{fmt(r.get(key), f):>12} {label:<13} {fmt(r.get('server_cpu_us_per_op'), '{:,.1f}'):>9}"
-                               f" srv-µs/op  (srv {100 * r['server_cpu_util']:.0f}% gen {100 * r['gen_cpu_util']:.0f}%"
-                               f" other {100 * r['other_cpu_util']:.0f}%)")
+                        cpu_op = fmt(r.get("server_cpu_us_per_op"), "{:,.1f}")
+                        msg = (
+                            f"{fmt(r.get(key), f):>12} {label:<13} {cpu_op:>9} srv-µs/op  "
+                            f"(srv {100 * r['server_cpu_util']:.0f}% "
+                            f"gen {100 * r['gen_cpu_util']:.0f}% "
+                            f"other {100 * r['other_cpu_util']:.0f}%)"
+                        )
                     else:
                         msg = f"FAILED: {r.get('error')}"
-                    print(f"[{loop} {rep + 1}/{repeats} {time.monotonic() - t_start:5.0f}s] {sc:<10} {name:<11} {msg}",
-                          flush=True)
+                    stamp_s = f"{time.monotonic() - t_start:5.0f}s"
+                    print(
+                        f"[{loop} {rep + 1}/{repeats} {stamp_s}] {sc:<10} {name:<11} {msg}",
+                        flush=True,
+                    )
                     time.sleep(0.2)
         results = {
-            s: {sc: {"samples": samples[s][sc], "median": median_of(samples[s][sc])} for sc in scenarios if samples[s][sc]}
-            for s in servers if s not in skipped or any(samples[s][sc] for sc in scenarios)
+            s: {
+                sc: {"samples": samples[s][sc], "median": median_of(samples[s][sc])}
+                for sc in scenarios
+                if samples[s][sc]
+            }
+            for s in servers
+            if s not in skipped or any(samples[s][sc] for sc in scenarios)
         }
         run = {
             "started": started,
@@ -588,8 +756,15 @@ def main() -> int:
             "mode": mode,
             "machine": machine,
             "config": {
-                "repeats": repeats, "servers": servers, "scenarios": scenarios, "params": PARAMS[mode],
-                "server_cpu": scpu, "generator_cpu": gcpu, "nice": NICE, "sched_fifo": RT, "generator": "bench/loadgen.py (picows client, uvloop)",
+                "repeats": repeats,
+                "servers": servers,
+                "scenarios": scenarios,
+                "params": PARAMS[mode],
+                "server_cpu": scpu,
+                "generator_cpu": gcpu,
+                "nice": NICE,
+                "sched_fifo": RT,
+                "generator": "bench/loadgen.py (picows client, uvloop)",
                 "reference": REFERENCE,
             },
             "skipped": skipped,

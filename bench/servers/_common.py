@@ -1,4 +1,5 @@
 """Shared helpers for the benchmark peer servers (argument parsing, loop choice, limits)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Echo + broadcast server on aiohttp (``web.WebSocketResponse``)."""
+
 from __future__ import annotations
 
 import asyncio

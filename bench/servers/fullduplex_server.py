@@ -1,4 +1,5 @@
 """Echo + broadcast server on fullduplex (planned public API; see bench/README.md)."""
+
 from __future__ import annotations
 
 import os

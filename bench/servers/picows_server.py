@@ -1,4 +1,5 @@
 """Echo + broadcast server on picows (callback API, ``ws_create_server``)."""
+
 from __future__ import annotations
 
 import os

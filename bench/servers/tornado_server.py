@@ -1,4 +1,5 @@
 """Echo + broadcast server on Tornado (``tornado.websocket.WebSocketHandler``)."""
+
 from __future__ import annotations
 
 import asyncio

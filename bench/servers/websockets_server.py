@@ -1,4 +1,5 @@
 """Echo + broadcast server on ``websockets`` (new asyncio API)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -140,8 +140,15 @@ async def raw_http(port: int, request: str) -> tuple[int, dict[str, str], bytes]
     return status, headers, body
 
 
-def upgrade_request(port: int, path: str = "/", *, method: str = "GET", drop: str = "",
-                    version: str = "13", extra: str = "") -> str:
+def upgrade_request(
+    port: int,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    drop: str = "",
+    version: str = "13",
+    extra: str = "",
+) -> str:
     lines = [
         f"{method} {path} HTTP/1.1",
         f"Host: {HOST}:{port}",
@@ -185,11 +192,12 @@ def test_open_gets_route_placeholders_and_sync_on_message_echoes() -> None:
     async def main() -> None:
         cls, log = recorder()
         async with serving([("/room/{name}/{num}", cls)]) as server:
-            async with await websocket_connect(url(server, "/room/lobby/7")) as conn:
-                await conn.send("hi")
-                assert await conn.receive() == "hi"
-                await conn.send(b"\x00\x01")
-                assert await conn.receive() == b"\x00\x01"
+            conn = await websocket_connect(url(server, "/room/lobby/7"))
+            await conn.send("hi")
+            assert await conn.receive() == "hi"
+            await conn.send(b"\x00\x01")
+            assert await conn.receive() == b"\x00\x01"
+            await conn.close()
             await asyncio.wait_for(log["closed"].wait(), 2)
         assert log["open"] == ((), {"name": "lobby", "num": "7"})
         assert log["messages"] == ["hi", b"\x00\x01"]
@@ -208,11 +216,13 @@ def test_async_on_message_runs_one_at_a_time_in_order() -> None:
             await self.write_message(message)
 
     async def main() -> None:
-        async with serving([("/", Slow)]) as server:
-            async with await websocket_connect(url(server)) as conn:
-                for m in "abc":
-                    await conn.send(m)
-                assert [await conn.receive() for _ in range(3)] == ["a", "b", "c"]
+        async with (
+            serving([("/", Slow)]) as server,
+            await websocket_connect(url(server)) as conn,
+        ):
+            for m in "abc":
+                await conn.send(m)
+            assert [await conn.receive() for _ in range(3)] == ["a", "b", "c"]
 
     run(main())
     assert [s[0] for s in spans] == ["a", "b", "c"]
@@ -369,13 +379,15 @@ def test_ping_resolves_on_pong_and_on_ping_on_pong_hooks() -> None:
             seen["pongs"].append(data)
 
     async def main() -> None:
-        async with serving([("/", P)]) as server:
-            async with await websocket_connect(url(server)) as conn:
-                rtt = await asyncio.wait_for(conn.ping(b"cli"), 2)
-                assert 0 <= rtt < 2
-                await conn.send("ping me")
-                reply = await asyncio.wait_for(conn.receive(), 2)
-                assert isinstance(reply, str) and reply.startswith("pong at ")
+        async with (
+            serving([("/", P)]) as server,
+            await websocket_connect(url(server)) as conn,
+        ):
+            rtt = await asyncio.wait_for(conn.ping(b"cli"), 2)
+            assert 0 <= rtt < 2
+            await conn.send("ping me")
+            reply = await asyncio.wait_for(conn.receive(), 2)
+            assert isinstance(reply, str) and reply.startswith("pong at ")
 
     run(main())
     assert seen["pings"] == [b"cli"]
@@ -399,10 +411,12 @@ def test_awaiting_ping_inside_async_on_message_resolves() -> None:
             await self.write_message("pong seen")
 
     async def main() -> None:
-        async with serving([("/", P)]) as server:
-            async with await websocket_connect(url(server)) as conn:
-                await conn.send("ping me")
-                assert await asyncio.wait_for(conn.receive(), 3) == "pong seen"
+        async with (
+            serving([("/", P)]) as server,
+            await websocket_connect(url(server)) as conn,
+        ):
+            await conn.send("ping me")
+            assert await asyncio.wait_for(conn.receive(), 3) == "pong seen"
 
     run(main())
 
@@ -572,10 +586,13 @@ def test_messages_sent_during_async_open_wait_until_open_returns() -> None:
             self.write_message(message)
 
     async def main() -> None:
-        async with serving([("/", SlowOpen)]) as server:
-            async with await websocket_connect(url(server)) as conn:
-                await conn.send("early")
-                assert await conn.receive() == "early"
+        async with (
+            serving([("/", SlowOpen)]) as server,
+            await websocket_connect(url(server)) as conn,
+        ):
+            await conn.send("early")
+            assert await conn.receive() == "early"
+            await asyncio.sleep(0.15)  # let a still-running open() finish
 
     run(main())
     assert order == ["opened", "early"]
