@@ -7,6 +7,7 @@ python examples/clock_client.py ws://127.0.0.1:9002/clock
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 
 from fullduplex import App, WebSocket
@@ -25,11 +26,11 @@ def beijing_now() -> str:
 @app.websocket("/clock")
 async def clock(ws: WebSocket) -> None:
     """Push the time at each turn of the second until the client leaves."""
-    loop = asyncio.get_running_loop()
     while not ws.closed:
         await ws.send(beijing_now())
-        # Sleep to the next whole second so ticks don't drift.
-        await asyncio.sleep(1 - (loop.time() % 1))
+        # Sleep to the next whole second of the wall clock, so each tick shows a new
+        # second and ticks don't drift (the loop's clock is monotonic, not wall time).
+        await asyncio.sleep(1 - (time.time() % 1) + 0.001)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ class EngineOptions:
 
 DEFAULT_OPTIONS = EngineOptions()
 
+#: Binary messages from this size on are written as header + payload, uncopied.
+_LARGE = 64 * 1024
+
 
 class Sink(Protocol):
     """What the engine delivers to: a handler, a function view's queue, a client."""
@@ -99,6 +102,7 @@ class WebSocketEngine(asyncio.Protocol):
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._closed_by_us = False  # we sent the first close frame
         self._pending: collections.deque[bytes] | None = None
         #: Broadcast frames discarded by a drop policy (slow consumer).
         self.dropped = 0
@@ -133,7 +137,7 @@ class WebSocketEngine(asyncio.Protocol):
         self._last_rx = self.loop.time()
         events = self.connection.receive_data(data)
         if self._backlog is not None:
-            self._backlog.extend(events)
+            self._queue_while_busy(events)
         else:
             self._dispatch_events(events)
         if self.connection.has_data_to_send:
@@ -211,7 +215,9 @@ class WebSocketEngine(asyncio.Protocol):
         for index, event in enumerate(events):
             kind = type(event)
             if kind is TextMessage or kind is BinaryMessage:
-                if sink is None:
+                if sink is None or self._closed_by_us:
+                    # Once we started the closing handshake, data is discarded (RFC 6455
+                    # §1.4), also what was parsed before our close frame went out.
                     continue
                 try:
                     result = sink.on_message(event[0])  # type: ignore[arg-type]  # kind checked
@@ -234,29 +240,59 @@ class WebSocketEngine(asyncio.Protocol):
                 self._on_violation(event)  # type: ignore[arg-type]
 
     def _await_handler(self, result: Awaitable[Any], rest: list[Event]) -> None:
-        """on_message returned an awaitable: stop reading until it completes."""
-        self._backlog = collections.deque(rest)
-        self.pause_reading(1)
+        """on_message returned an awaitable: hold further messages until it completes."""
+        self.hold()
+        self._queue_while_busy(rest)
         task = asyncio.ensure_future(result)
         task.add_done_callback(self._handler_done)
 
-    def _handler_done(self, task: asyncio.Future[Any]) -> None:
-        if task.cancelled():
-            exc: BaseException | None = None
-        else:
-            exc = task.exception()
-        if exc is not None:
-            logger.error("error in on_message of %s", self.name or "connection", exc_info=exc)
-            self._backlog = None
-            self._fail_internal()
-            return
+    def hold(self) -> None:
+        """Deliver no message until :meth:`release`; control frames are still handled.
+
+        Reading goes on, so pings are answered and pongs seen (keepalive keeps working
+        during a long handler); messages, and the peer's close, wait in order. Past
+        ``max_queue`` waiting events the socket stops being read: backpressure.
+        """
+        if self._backlog is None:
+            self._backlog = collections.deque()
+
+    def _queue_while_busy(self, events: list[Event]) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        sink = self.sink
+        for event in events:
+            kind = type(event)
+            if kind is Ping:
+                if sink is not None:
+                    sink.on_ping(event[0])  # type: ignore[arg-type]
+            elif kind is Pong:
+                self._on_pong(event)  # type: ignore[arg-type]
+                if sink is not None:
+                    sink.on_pong(event[0])  # type: ignore[arg-type]
+            else:
+                backlog.append(event)
+        if len(backlog) >= self.options.max_queue:
+            self.pause_reading(1)
+
+    def release(self) -> None:
+        """End :meth:`hold`: deliver what waited, in order, then go on reading."""
         backlog = self._backlog
         self._backlog = None
         if backlog:
             self._dispatch_events(list(backlog))
-            if self._backlog is not None:
-                return  # another awaitable took over
-        self.resume_reading(1)
+        if self._backlog is None:
+            self.resume_reading(1)
+
+    def _handler_done(self, task: asyncio.Future[Any]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            logger.error("error in on_message of %s", self.name or "connection", exc_info=exc)
+            # Messages still waiting are dropped; the close reply must still be read.
+            self._backlog = None
+            self.resume_reading(1)
+            self._fail_internal()
+            return
+        self.release()
 
     def _handler_failed(self) -> None:
         logger.exception("error in on_message of %s", self.name or "connection")
@@ -334,6 +370,9 @@ class WebSocketEngine(asyncio.Protocol):
     def send(self, message: Message, binary: bool | None = None) -> None:
         """Queue one message; ``str`` goes as text, bytes as binary unless ``binary`` says."""
         transport = self._ensure_open()
+        if self._write_paused and transport.get_write_buffer_size() > self.options.max_write_buffer:
+            self._overflow()
+            raise connection_closed(1008, "slow consumer: send buffer overflow")
         if self._pending:
             # Keep order behind broadcast frames still waiting for a slow peer.
             transport = _PendingWriter(self._pending)  # type: ignore[assignment]
@@ -345,6 +384,14 @@ class WebSocketEngine(asyncio.Protocol):
                 data = conn.send_text(message)
         elif binary is False:
             data = conn.send_text(bytes(message).decode("utf-8"))
+        elif (
+            len(message) >= _LARGE and self._is_server and conn.deflate is None
+        ):
+            # Large binary message: header and payload as two writes, no joined copy.
+            header, payload = conn.send_message_parts(message)
+            transport.write(header)
+            transport.write(payload)
+            return
         else:
             data = conn.send_binary(message)
         transport.write(data)
@@ -455,6 +502,7 @@ class WebSocketEngine(asyncio.Protocol):
             return
         if conn.close_sent is None:
             transport.write(conn.send_close(code, reason))
+            self._closed_by_us = conn.close_received is None
         if conn.close_received is not None:
             if self._is_server:
                 transport.close()

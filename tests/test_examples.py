@@ -109,14 +109,6 @@ def test_echo_rejects_message_over_16_mib_with_1009() -> None:
     run(main(), timeout=20)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a message that arrives after 'over' still reaches the async "
-    "on_message, whose write_message raises (close already sent); the engine then "
-    "never resumes reading, so the client's close reply is ignored and the TCP "
-    "connection lingers for websocket_close_timeout (10 s) (examples/echo.py:25 + "
-    "engine.py WebSocketEngine._handler_done missing resume_reading(1))",
-)
 def test_echo_message_right_after_over_does_not_stall_the_close(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -189,13 +181,6 @@ class _PhaseShiftedLoop(asyncio.SelectorEventLoop):
         return time.monotonic() + self._shift
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: examples/clock.py sleeps to the next whole second of loop.time() "
-    "(monotonic), not of the wall clock, so a tick can carry the same "
-    "'%Y-%m-%d %H:%M:%S' as the one before (first two ticks) and every label lags "
-    "by the clocks' phase difference (examples/clock.py:32)",
-)
 def test_clock_ticks_carry_distinct_consecutive_seconds() -> None:
     async def main() -> list[str]:
         # connect early in a wall-clock second, where the phase difference shows

@@ -10,3 +10,5 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
 
 def validate_utf8(data: bytes | bytearray | memoryview, state: int = 0) -> int:
     """Feed ``data`` to the UTF-8 validator in ``state``; return the new state."""
+
+def unmask_join(parts: list[bytes], mask: bytes, /) -> bytes: ...

@@ -44,10 +44,11 @@ from .frames import (
     CloseCode,
     encode_close_payload,
     encode_frame,
+    encode_header,
     parse_close_payload,
 )
 from .limits import Limits
-from .mask import apply_mask, rotate_mask
+from .mask import apply_mask, rotate_mask, unmask_join
 from .utf8 import UTF8_REJECT, validate_utf8
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ _mask_keys = _MaskKeys()
 class _Frame:
     """A frame whose header was checked and whose payload is still arriving."""
 
-    __slots__ = ("fin", "key", "length", "opcode", "parts", "received")
+    __slots__ = ("fin", "gather", "key", "length", "opcode", "parts", "received")
 
     def __init__(self, opcode: int, fin: bool, key: bytes | None, length: int) -> None:
         self.opcode = opcode
@@ -109,7 +110,8 @@ class _Frame:
         self.key = key
         self.length = length
         self.received = 0
-        self.parts: list[bytes] = []  # control frames only
+        self.parts: list[bytes] = []  # control frames, and gathered binary frames
+        self.gather = False  # uncompressed binary: unmask all pieces at the end
 
 
 class Connection:
@@ -216,10 +218,23 @@ class Connection:
                 take = min(frame.length - got, n - pos)
                 piece = bytes(data[pos : pos + take])
                 pos += take
-                if frame.key is not None:
-                    piece = apply_mask(piece, rotate_mask(frame.key, got))
                 frame.received = got + take
                 done = frame.received == frame.length
+                if frame.gather:
+                    # Uncompressed binary: keep the wire pieces and unmask them into
+                    # one buffer at the end (no UTF-8 to check early; one allocation).
+                    frame.parts.append(piece)
+                    if done:
+                        self._frame = None
+                        parts = frame.parts
+                        if frame.key is not None:
+                            piece = unmask_join(parts, frame.key)
+                        else:
+                            piece = parts[0] if len(parts) == 1 else b"".join(parts)
+                        self._data_piece(piece, frame.fin, events)
+                    continue
+                if frame.key is not None:
+                    piece = apply_mask(piece, rotate_mask(frame.key, got))
                 if frame.opcode >= 8:
                     # Control payloads are tiny (<= 125 bytes): keep them until complete.
                     frame.parts.append(piece)
@@ -350,7 +365,8 @@ class Connection:
                 else:
                     self._data_piece(payload, fin, events)
             else:
-                self._frame = _Frame(opcode, fin, key, length)
+                frame = self._frame = _Frame(opcode, fin, key, length)
+                frame.gather = opcode < 8 and self._msg_opcode == OP_BINARY and not self._compressed
 
     def _data_piece(self, piece: bytes, last: bool, events: list[Event]) -> None:
         """Add a piece of a data message; ``last`` marks the end of the message."""
@@ -516,6 +532,22 @@ class Connection:
         if self.role is Role.SERVER:
             return encode_frame(opcode, data)
         return encode_frame(opcode, data, mask=_mask_keys.next())
+
+    def send_message_parts(
+        self, data: bytes | bytearray | memoryview, *, text: bool = False
+    ) -> tuple[bytes, bytes | bytearray | memoryview]:
+        """Header and payload of a large uncompressed server message, kept apart.
+
+        Writing both pieces separately avoids copying a big payload into a new frame
+        object; the payload is returned as given (server frames are not masked).
+        ``text=True`` means ``data`` is UTF-8 the caller already encoded.
+        """
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("only server frames are sent unmasked")
+        self._check_can_send()
+        if type(data) is not bytes:
+            data = memoryview(data).cast("B")
+        return encode_header(OP_TEXT if text else OP_BINARY, len(data)), data
 
     def send_frame(
         self, opcode: int, data: bytes | bytearray | memoryview, *, fin: bool = True

@@ -120,6 +120,20 @@ def encode_frame(
     return header + mask + apply_mask(payload, mask)
 
 
+def encode_header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = False) -> bytes:
+    """Header of an unmasked frame whose payload is written separately.
+
+    Large server messages go out as header + the caller's own payload object, which
+    saves concatenating (and allocating) a second copy of the payload.
+    """
+    b0 = opcode | (FIN if fin else 0) | (RSV1 if rsv1 else 0)
+    if length < 126:
+        return bytes((b0, length))
+    if length < 65536:
+        return _pack_16(b0, 126, length)
+    return _pack_64(b0, 127, length)
+
+
 def encode_close_payload(code: int | None, reason: str = "") -> bytes:
     """Payload of a close frame: 2-byte code then UTF-8 reason (§5.5.1).
 

@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 from . import speedups
 
-__all__ = ["apply_mask", "apply_mask_py", "rotate_mask"]
+__all__ = ["apply_mask", "apply_mask_py", "rotate_mask", "unmask_join", "unmask_join_py"]
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
@@ -39,6 +39,11 @@ def apply_mask_py(data: BytesLike, mask: bytes) -> bytes:
     return xored.to_bytes(n, "little")
 
 
+def unmask_join_py(parts: list[bytes], mask: bytes) -> bytes:
+    """Join ``parts`` (pieces of one masked payload, in order) and unmask the whole."""
+    return apply_mask_py(b"".join(parts), mask)
+
+
 def rotate_mask(mask: bytes, offset: int) -> bytes:
     """The key to unmask a piece of a payload that starts at payload offset ``offset``.
 
@@ -53,7 +58,10 @@ def rotate_mask(mask: bytes, offset: int) -> bytes:
 
 
 apply_mask: Callable[[BytesLike, bytes], bytes] = apply_mask_py
+unmask_join: Callable[[list[bytes], bytes], bytes] = unmask_join_py
 if speedups.load() is not None:
     from ._speedups import apply_mask as _apply_mask_c
+    from ._speedups import unmask_join as _unmask_join_c
 
     apply_mask = _apply_mask_c
+    unmask_join = _unmask_join_c

@@ -56,6 +56,11 @@ def origin_allowed(origin: str, host: str | None, allowed: list[str] | None) -> 
     return urlsplit(origin).netloc.lower() == host.lower()
 
 
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class WebSocketHandler(RequestHandler):
     """Subclass and override ``open``, ``on_message`` and ``on_close``.
 
@@ -125,7 +130,10 @@ class WebSocketHandler(RequestHandler):
             message = json.dumps(message)
         engine.send(message, True if binary else None)
         if engine.write_paused:
-            return asyncio.ensure_future(engine.drain())
+            drained = asyncio.ensure_future(engine.drain())
+            # Tornado-style code often ignores this future: don't log its failure then.
+            drained.add_done_callback(_consume_exception)
+            return drained
         done = self._done
         if done is None:
             done = self._done = engine.loop.create_future()
@@ -226,40 +234,36 @@ class WebSocketHandler(RequestHandler):
                 f", subprotocol {subprotocol}" if subprotocol else "",
                 ", permessage-deflate" if connection.deflate is not None else "",
             )
-        # Messages that arrive while open() runs wait: reading starts after it.
-        engine.pause_reading(4)
         engine.attach(transport, b"")
-        self._leftover = leftover
+        # Messages that arrive while open() runs wait for it (control frames don't).
+        engine.hold()
         try:
             result = self.open(*self.path_args, **self.path_kwargs)
         except Exception:
             logger.exception("error in open() of %s", name)
-            engine.resume_reading(4)
+            engine.release()
             engine.close(1011, "internal error")
             return True
         if result is not None and inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             task.add_done_callback(self._opened)
+            self._leftover = leftover
         else:
-            self._start_reading()
+            engine.release()
+            if leftover:
+                engine.data_received(leftover)
         return True
 
     def _opened(self, task: asyncio.Future[Any]) -> None:
-        exc = None if task.cancelled() else task.exception()
-        if exc is not None:
-            logger.error("error in open() of %s", self.request.path, exc_info=exc)
-            assert self.engine is not None
-            self.engine.resume_reading(4)
-            self.engine.close(1011, "internal error")
-            return
-        self._start_reading()
-
-    def _start_reading(self) -> None:
         engine = self.engine
         assert engine is not None
-        leftover = self._leftover
-        self._leftover = b""
-        engine.resume_reading(4)
+        exc = None if task.cancelled() else task.exception()
+        engine.release()
+        if exc is not None:
+            logger.error("error in open() of %s", self.request.path, exc_info=exc)
+            engine.close(1011, "internal error")
+            return
+        leftover, self._leftover = self._leftover, b""
         if leftover and engine.transport is not None:
             engine.data_received(leftover)
 

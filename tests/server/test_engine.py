@@ -166,13 +166,6 @@ def test_keepalive_peer_that_never_answers_is_closed_1011() -> None:
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: while an async on_message runs the engine does not read, so the "
-    "peer's pong is never seen and a healthy peer is closed with 1011 'keepalive "
-    "ping timeout' (engine.py _keepalive_tick judges liveness by _last_rx, which "
-    "cannot advance while _await_handler has paused reading)",
-)
 def test_keepalive_does_not_kill_healthy_peer_during_slow_async_on_message() -> None:
     class Slow(WebSocketHandler):
         async def on_message(self, message: str | bytes) -> None:
@@ -292,13 +285,6 @@ def test_slow_reader_awaiting_writer_blocks_and_buffer_stays_bounded() -> None:
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: websocket_max_write_buffer is only checked in pause_writing(), which "
-    "asyncio calls once when the buffer first crosses the high-water mark; a writer "
-    "that does not await keeps queuing without bound (engine.py "
-    "WebSocketEngine.pause_writing / send() never compare against max_write_buffer)",
-)
 def test_slow_reader_non_awaiting_writer_is_aborted_past_max_write_buffer() -> None:
     state: dict[str, Any] = {"sent": 0, "max_buffered": 0, "error": None}
     cap = SLOW_SETTINGS["websocket_max_write_buffer"]
@@ -322,14 +308,6 @@ def test_slow_reader_non_awaiting_writer_is_aborted_past_max_write_buffer() -> N
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: write_message() returns asyncio.ensure_future(engine.drain()) while the "
-    "buffer is above the high-water mark; when such a connection is lost, every "
-    "un-awaited write logs 'Task exception was never retrieved' at ERROR "
-    "(websocket.py WebSocketHandler.write_message; engine.py connection_lost marks "
-    "only the inner waiters as retrieved)",
-)
 def test_unawaited_write_futures_do_not_log_errors_when_peer_vanishes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -394,12 +394,6 @@ def test_ping_resolves_on_pong_and_on_ping_on_pong_hooks() -> None:
     assert seen["pongs"] == [b"srv"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: reading is paused while an async on_message runs, so the pong that "
-    "would resolve self.ping() is never read: awaiting ping() there never finishes "
-    "(engine.py WebSocketEngine._await_handler pause_reading(1))",
-)
 def test_awaiting_ping_inside_async_on_message_resolves() -> None:
     class P(WebSocketHandler):
         async def on_message(self, message: str | bytes) -> None:
@@ -511,13 +505,6 @@ def test_exception_in_async_on_message_sends_1011_without_details() -> None:
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after an async on_message raises, reading stays paused, so the "
-    "client's close echo is never read: the closing handshake always times out and "
-    "on_close sees 1006 (engine.py WebSocketEngine._handler_done returns without "
-    "resume_reading(1))",
-)
 def test_exception_in_async_on_message_completes_closing_handshake() -> None:
     closes: list[tuple[int | None, str | None]] = []
 
@@ -566,13 +553,6 @@ def test_exception_in_open_closes_1011() -> None:
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: messages are delivered to on_message while an async open() is still "
-    "running: websocket.py upgrade() calls engine.pause_reading(4) before "
-    "engine.attach(transport), when engine.transport is None, so the transport is "
-    "never paused (engine.py pause_reading)",
-)
 def test_messages_sent_during_async_open_wait_until_open_returns() -> None:
     order: list[str] = []
 
