@@ -184,7 +184,106 @@ def utf8_cases() -> list[Case]:
 
 
 #: Functions returning cases, in table order.
-GROUPS: list[Callable[[], list[Case]]] = [mask_cases, utf8_cases]
+def _frames_64(count: int = 100) -> bytes:
+    """``count`` masked 64-byte binary frames, as a client sends them."""
+    from fullduplex.protocol.connection import Connection, Role
+
+    client = Connection(Role.CLIENT)
+    return b"".join(client.send_binary(_payload(64)) for _ in range(count))
+
+
+def _ours_parse(stream: bytes) -> object:
+    from fullduplex.protocol.connection import Connection, Role
+
+    conn = Connection(Role.SERVER)
+    return lambda: conn.receive_data(stream)
+
+
+def _theirs_parse(stream: bytes) -> object:
+    from websockets.protocol import Protocol, Side
+
+    proto = Protocol(Side.SERVER)
+
+    def parse() -> object:
+        proto.receive_data(stream)
+        return proto.events_received()
+
+    return parse
+
+
+def frame_cases() -> list[Case]:
+    """Parse 100 masked 64-byte frames: header, unmask, message event, per frame."""
+    stream = _frames_64()
+    ours = _ours_parse(stream)
+    theirs = _theirs_parse(stream)
+
+    def same() -> bool:
+        a = [bytes(e.data) for e in ours()]  # type: ignore[operator, attr-defined]
+        b = [bytes(f.data) for f in theirs()]  # type: ignore[operator, attr-defined]
+        return a == b and len(a) == 100
+
+    return [
+        Case(
+            "parse 100 x 64-byte frames",
+            Call(ours),  # type: ignore[arg-type]
+            Call(theirs),  # type: ignore[arg-type]
+            websockets_does="websockets.protocol.Protocol.receive_data + events_received",
+            check=same,
+        )
+    ]
+
+
+def _json_16k() -> bytes:
+    import json
+
+    rows = [
+        {
+            "id": i,
+            "user": f"user{i % 37}",
+            "text": " ".join(CHAT_WORDS[i % 20 : i % 20 + 9]),
+            "room": "lobby",
+            "offset": 1000 + i,
+        }
+        for i in range(400)
+    ]
+    data = json.dumps(rows).encode()
+    return data[: 16 * 1024]
+
+
+def deflate_cases() -> list[Case]:
+    """Compress then decompress one 16 KiB JSON message, context takeover on, 12-bit windows."""
+    from websockets.extensions.permessage_deflate import PerMessageDeflate as TheirDeflate
+    from websockets.frames import Frame, Opcode
+
+    from fullduplex.protocol.deflate import PerMessageDeflate
+
+    message = _json_16k()
+    ours_tx = PerMessageDeflate(local_max_window_bits=12, remote_max_window_bits=12)
+    ours_rx = PerMessageDeflate(local_max_window_bits=12, remote_max_window_bits=12)
+
+    def ours() -> bytes:
+        return ours_rx.decompress(ours_tx.compress(message), True, None)
+
+    settings = {"memLevel": 5}
+    theirs_tx = TheirDeflate(False, False, 12, 12, settings)
+    theirs_rx = TheirDeflate(False, False, 12, 12, settings)
+
+    def theirs() -> bytes:
+        frame = theirs_tx.encode(Frame(Opcode.TEXT, message))
+        return theirs_rx.decode(frame).data
+
+    return [
+        Case(
+            "deflate round trip 16 KiB JSON",
+            Call(ours),
+            Call(theirs),
+            websockets_does="PerMessageDeflate.encode + decode (12-bit windows, memLevel 5)",
+            check=lambda: ours() == message and theirs() == message,
+        )
+    ]
+
+
+GROUPS: list[Callable[[], list[Case]]] = [mask_cases, utf8_cases, frame_cases, deflate_cases]
 
 
 # -- measurement -------------------------------------------------------------------------

@@ -332,3 +332,37 @@ def test_build_survives_broken_compiler(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert built == []
     assert "pure-Python" in proc.stderr
+
+
+# --------------------------------------------------------------- unmask_join
+
+
+def _unmask_join_impls() -> list[object]:
+    from fullduplex.protocol import mask as mask_module
+
+    impls: list[object] = [pytest.param(mask_module.unmask_join_py, id="python")]
+    if speedups.load() is not None:
+        from fullduplex.protocol._speedups import unmask_join as c_impl
+
+        impls.append(pytest.param(c_impl, id="c"))
+    return impls
+
+
+@pytest.mark.parametrize("join", _unmask_join_impls())
+@given(
+    sizes=st.lists(st.integers(0, 300), max_size=8),
+    key=st.binary(min_size=4, max_size=4),
+)
+def test_unmask_join_equals_join_then_mask(
+    join: Callable[[list[bytes], bytes], bytes], sizes: list[int], key: bytes
+) -> None:
+    parts = [payload(n, seed=i) for i, n in enumerate(sizes)]
+    assert join(parts, key) == naive(b"".join(parts), key)
+
+
+@pytest.mark.parametrize("join", _unmask_join_impls())
+def test_unmask_join_rejects_bad_input(join: Callable[[list[bytes], bytes], bytes]) -> None:
+    with pytest.raises(ValueError):
+        join([b"abc"], b"xyz")
+    with pytest.raises(TypeError):
+        join([b"ab", "cd"], b"\x01\x02\x03\x04")  # type: ignore[list-item]
