@@ -227,13 +227,8 @@ class WebSocketEngine(asyncio.Protocol):
                 if result is not None:
                     self._await_handler(result, events[index + 1 :])
                     return
-            elif kind is Ping:
-                if sink is not None:
-                    sink.on_ping(event[0])  # type: ignore[arg-type]
-            elif kind is Pong:
-                self._on_pong(event)  # type: ignore[arg-type]
-                if sink is not None:
-                    sink.on_pong(event[0])  # type: ignore[arg-type]
+            elif kind is Ping or kind is Pong:
+                self._on_ping_pong(event)  # type: ignore[arg-type]
             elif kind is CloseReceived:
                 self._on_close_received()
             elif kind is ProtocolViolation:
@@ -259,16 +254,10 @@ class WebSocketEngine(asyncio.Protocol):
     def _queue_while_busy(self, events: list[Event]) -> None:
         backlog = self._backlog
         assert backlog is not None
-        sink = self.sink
         for event in events:
             kind = type(event)
-            if kind is Ping:
-                if sink is not None:
-                    sink.on_ping(event[0])  # type: ignore[arg-type]
-            elif kind is Pong:
-                self._on_pong(event)  # type: ignore[arg-type]
-                if sink is not None:
-                    sink.on_pong(event[0])  # type: ignore[arg-type]
+            if kind is Ping or kind is Pong:
+                self._on_ping_pong(event)  # type: ignore[arg-type]
             else:
                 backlog.append(event)
         if len(backlog) >= self.options.max_queue:
@@ -301,6 +290,18 @@ class WebSocketEngine(asyncio.Protocol):
     def _fail_internal(self) -> None:
         """An application error: close with 1011 and no details (RFC 6455 §7.4.1)."""
         self.close(1011, "internal error")
+
+    def _on_ping_pong(self, event: Ping | Pong) -> None:
+        """Control frames are handled at once, even while messages wait (the pong
+        for a ping was already queued by the core)."""
+        sink = self.sink
+        if type(event) is Ping:
+            if sink is not None:
+                sink.on_ping(event.payload)
+            return
+        self._on_pong(event)  # type: ignore[arg-type]
+        if sink is not None:
+            sink.on_pong(event.payload)
 
     def _on_pong(self, event: Pong) -> None:
         for payload in event.acknowledged:
