@@ -1,0 +1,40 @@
+"""One fullduplex node of the deployment tests: ``fullduplex serve node_app.py:app``.
+
+The node's name comes from ``FULLDUPLEX_NODE_ID``; it is sent in the ``X-Node``
+header of every response, the WebSocket ``101`` included, so a client behind nginx
+knows which node it landed on. Rooms at ``/ws`` (any origin), the name at ``/node``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fullduplex import App
+from fullduplex.hub import RoomHandler
+from fullduplex.server.web import RequestHandler
+
+NODE = os.environ.get("FULLDUPLEX_NODE_ID", "node")
+#: Messages kept per room: enough to replay everything a killed node's clients miss.
+HISTORY = int(os.environ.get("FULLDUPLEX_HISTORY", "1000"))
+
+
+class Rooms(RoomHandler):
+    def prepare(self) -> None:
+        self.set_header("X-Node", NODE)
+
+
+class Node(RequestHandler):
+    def prepare(self) -> None:
+        self.set_header("X-Node", NODE)
+
+    def get(self) -> None:
+        self.write(NODE)
+
+
+def _room_options(app: App) -> None:
+    # The CLI sets the hub setting after importing this file: configure it at startup.
+    app.hub.set_room_options("lobby", history_size=HISTORY)
+
+
+app = App([("/ws", Rooms), ("/node", Node)], allowed_origins=["*"], access_log=False)
+app.on_startup.append(_room_options)
