@@ -24,6 +24,9 @@ from .base import (
 )
 from .memory import MemoryHub
 
+# Publishing from outside a server (Django, Flask, cron); redis is imported on first call.
+from .publish import publish, publish_sync
+
 if TYPE_CHECKING:
     from .rooms import RoomHandler
 
@@ -41,6 +44,8 @@ __all__ = [
     "RoomOptions",
     "broadcast",
     "create_hub",
+    "publish",
+    "publish_sync",
 ]
 
 
