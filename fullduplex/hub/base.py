@@ -14,7 +14,7 @@ handler written against one backend runs unchanged on the other.
 The envelopes a hub sends are the rooms wire protocol (JSON text frames), documented
 in ``docs/topics/rooms.md``::
 
-    {"op":"message","room":"lobby","offset":18,"data":...}
+    {"op":"message","room":"lobby","offset":18,"epoch":"5f0c2a9e41d7","data":...}
     {"op":"presence","room":"lobby","event":"join","user":"ann","members":["ann","bob"]}
 
 Slow consumers: a member whose socket does not drain gets at most ``max_pending``
@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from ..engine import WebSocketEngine
+from ..protocol.errors import FullDuplexError
 from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ __all__ = [
     "Gap",
     "Hub",
     "HubClosed",
+    "HubUnavailable",
     "JoinResult",
     "Policy",
     "Receiver",
@@ -52,7 +55,9 @@ __all__ = [
     "encode_message_frame",
     "exclusion",
     "message_envelope",
+    "new_epoch",
     "presence_envelope",
+    "resolve_since",
 ]
 
 #: What a message can be delivered to: a handler (its ``engine`` is used) or an engine.
@@ -66,6 +71,9 @@ POLICIES: Final = frozenset(("close", "drop_oldest", "latest"))
 DEFAULT_MAX_PENDING: Final = 256
 #: Messages kept per room for late joiners and reconnects.
 DEFAULT_HISTORY_SIZE: Final = 100
+
+#: Random bytes in a room epoch (shown as twice as many hex digits).
+EPOCH_BYTES: Final = 6
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _ascii_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -86,6 +94,11 @@ def dumps(data: Any) -> str:
         except UnicodeEncodeError:
             return _ascii_encoder.encode(data)
     return text
+
+
+def new_epoch() -> str:
+    """A fresh room epoch: random hex, unique across the lives of a room."""
+    return os.urandom(EPOCH_BYTES).hex()
 
 
 # ---------------------------------------------------------------- broadcast
@@ -151,15 +164,21 @@ def broadcast(
 # ----------------------------------------------------------------- envelopes
 
 
-def message_envelope(room: str | None, offset: int | None, data_json: str) -> str:
+def message_envelope(
+    room: str | None, offset: int | None, data_json: str, epoch: str | None = None
+) -> str:
     """``{"op":"message",...}`` around data already encoded with :func:`dumps`.
 
     ``room`` and ``offset`` are None for :meth:`Hub.publish_all`; ``offset`` is None
-    for messages published with ``store=False``.
+    for messages published with ``store=False``. ``epoch`` (the room's, see
+    :class:`JoinResult`) goes with stored messages only: ``"epoch"`` follows
+    ``"offset"`` when it is given.
     """
     room_json = "null" if room is None else dumps(room)
-    offset_json = "null" if offset is None else str(offset)
-    return f'{{"op":"message","room":{room_json},"offset":{offset_json},"data":{data_json}}}'
+    if offset is None:
+        return f'{{"op":"message","room":{room_json},"offset":null,"data":{data_json}}}'
+    epoch_json = "" if epoch is None else f',"epoch":{dumps(epoch)}'
+    return f'{{"op":"message","room":{room_json},"offset":{offset}{epoch_json},"data":{data_json}}}'
 
 
 def presence_envelope(room: str, event: str, user: str, members: list[str]) -> str:
@@ -207,9 +226,13 @@ class JoinResult:
     history: list[Entry]
     #: Messages after ``since`` that are no longer kept, or None. Never a silent gap.
     gap: Gap | None = None
-    #: True when ``since`` was beyond the room's last offset: the room's history was
-    #: reset (a restart, an evicted room) and ``history``/``gap`` count from 0.
+    #: True when ``since`` belongs to another life of the room (its ``epoch`` differs,
+    #: or it is beyond the room's last offset): ``history``/``gap`` count from 0.
     reset: bool = False
+    #: The room's epoch: a random id made with the room's offset counter. Offsets mean
+    #: something only within one epoch; a room that was forgotten (Redis lost its data,
+    #: an idle room evicted) starts a new one. Empty if the backend has none.
+    epoch: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +262,16 @@ class RoomOptions:
 
 class HubClosed(RuntimeError):
     """The hub was closed; it accepts no more joins or publishes."""
+
+
+class HubUnavailable(FullDuplexError):
+    """The hub's shared backend (Redis) cannot be reached: nothing was published or joined.
+
+    Raised instead of losing a message silently. The hub reconnects by itself (with
+    backoff); clients recover what they missed with ``since`` once it is back.
+    :class:`~fullduplex.hub.rooms.RoomHandler` closes a joining connection with 1013
+    and answers a publish with an ``error``.
+    """
 
 
 class Hub(abc.ABC):
@@ -310,13 +343,22 @@ class Hub(abc.ABC):
 
     @abc.abstractmethod
     async def join(
-        self, room: str, member: Receiver, *, user: str | None, since: int | None = None
+        self,
+        room: str,
+        member: Receiver,
+        *,
+        user: str | None,
+        since: int | None = None,
+        epoch: str | None = None,
     ) -> JoinResult:
         """Add ``member`` to ``room`` (again: no-op apart from the replay).
 
         The first connection of ``user`` in the room sends a presence ``join`` event to
         the other members. ``since`` (the last offset the member saw) asks for exactly
-        the messages after it; what is no longer kept is reported in ``gap``.
+        the messages after it; what is no longer kept is reported in ``gap``. ``epoch``
+        (the room epoch ``since`` belongs to): if it is not the room's current epoch,
+        ``since`` counts for nothing — the result has ``reset`` and replays the room's
+        history from the start of its current epoch.
         """
 
     @abc.abstractmethod
@@ -362,6 +404,15 @@ class Hub(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the hub's resources; joins and publishes fail afterwards."""
+
+
+def resolve_since(since: int | None, epoch: str | None, current: str, offset: int) -> int:
+    """The offset a replay starts after, or -1 for a reset (``since`` from another
+    life of the room: another epoch, or beyond the room's last offset)."""
+    assert since is not None
+    if (epoch is not None and current and epoch != current) or since > offset:
+        return -1
+    return since
 
 
 def exclusion(exclude: object | Collection[object] | None) -> Collection[object]:

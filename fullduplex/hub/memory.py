@@ -7,7 +7,8 @@ members receive messages.
 Memory: per room, its members and the last ``history_size`` messages (as JSON text).
 Rooms nobody is in keep their offsets and history for reconnecting members; at most
 ``max_idle_rooms`` of them are kept, the least recently used are forgotten first (a
-member rejoining one later sees ``reset`` and a gap instead of a silent loss).
+member rejoining one later sees ``reset`` and a gap instead of a silent loss): a room
+made again gets a new epoch, so a ``since`` from its previous life is never trusted.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from .base import (
     dumps,
     exclusion,
     message_envelope,
+    new_epoch,
     presence_envelope,
+    resolve_since,
 )
 
 __all__ = ["MemoryHub"]
@@ -46,7 +49,7 @@ DEFAULT_MAX_IDLE_ROOMS = 10_000
 
 
 class _Room:
-    __slots__ = ("history", "members", "name", "offset", "options", "users")
+    __slots__ = ("epoch", "history", "members", "name", "offset", "options", "users")
 
     def __init__(self, name: str, options: RoomOptions) -> None:
         self.name = name
@@ -59,6 +62,8 @@ class _Room:
         self.history: collections.deque[Entry] = collections.deque(maxlen=options.history_size)
         #: Offset of the last stored message (0: none yet).
         self.offset = 0
+        #: This life of the room: offsets count from 1 within it.
+        self.epoch = new_epoch()
 
 
 class MemoryHub(Hub):
@@ -152,7 +157,13 @@ class MemoryHub(Hub):
     # -------------------------------------------------------- operations
 
     async def join(
-        self, room: str, member: Receiver, *, user: str | None, since: int | None = None
+        self,
+        room: str,
+        member: Receiver,
+        *,
+        user: str | None,
+        since: int | None = None,
+        epoch: str | None = None,
     ) -> JoinResult:
         self._check_open()
         if since is not None and since < 0:
@@ -169,22 +180,23 @@ class MemoryHub(Hub):
                 if count == 0 and state.options.presence:
                     members = sorted(state.users)
                     self._send(state, presence_envelope(room, "join", user, members), (member,))
-        return self._replay(state, since)
+        return self._replay(state, since, epoch)
 
     @staticmethod
-    def _replay(state: _Room, since: int | None) -> JoinResult:
+    def _replay(state: _Room, since: int | None, epoch: str | None) -> JoinResult:
         kept = state.history
         members = sorted(state.users)
         if since is None:
-            return JoinResult(state.offset, members, list(kept))
-        reset = since > state.offset
+            return JoinResult(state.offset, members, list(kept), epoch=state.epoch)
+        since = resolve_since(since, epoch, state.epoch, state.offset)
+        reset = since < 0
         if reset:
             since = 0  # offsets from another life of the room: replay from the start
         first = kept[0].offset if kept else state.offset + 1
         gap = Gap(since + 1, first - 1) if since + 1 < first else None
         skip = since + 1 - first  # offsets in ``kept`` are consecutive
         history = list(itertools.islice(kept, skip, None)) if skip > 0 else list(kept)
-        return JoinResult(state.offset, members, history, gap, reset)
+        return JoinResult(state.offset, members, history, gap, reset, state.epoch)
 
     async def leave(self, room: str, member: Receiver) -> None:
         rooms = self._member_rooms.get(member)
@@ -232,7 +244,7 @@ class MemoryHub(Hub):
                 self._idle[room] = None
                 self._idle.move_to_end(room)  # recently used
                 self._evict()
-            text = message_envelope(room, offset, encoded)
+            text = message_envelope(room, offset, encoded, state.epoch)
         else:
             offset = 0
             existing = self._rooms.get(room)

@@ -26,8 +26,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..protocol.errors import FullDuplexError
-from .base import DEFAULT_HISTORY_SIZE, dumps
+from .base import DEFAULT_HISTORY_SIZE, HubUnavailable, dumps, new_epoch
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -44,14 +43,6 @@ DEFAULT_PREFIX: Final = "fullduplex:"
 #: Seconds after its last message or presence change that Redis forgets a room
 #: (offsets and history; a client coming back later gets ``reset``).
 DEFAULT_ROOM_TTL: Final = 86_400.0
-
-
-class HubUnavailable(FullDuplexError):
-    """The hub's Redis cannot be reached: nothing was published or joined.
-
-    Raised instead of losing a message silently. The hub reconnects by itself (with
-    backoff); clients recover what they missed with ``since`` once it is back.
-    """
 
 
 def encode(text: str) -> bytes:
@@ -72,9 +63,10 @@ class Keyspace:
     """Key and channel names (bytes) for one namespace.
 
     Per room: ``{prefix}r:{room}:meta`` (hash: ``seq`` counts every event sent to the
-    room, ``off`` the stored messages), ``{prefix}r:{room}:log`` (stream of the kept
-    messages: fields ``o`` offset, ``s`` seq, ``d`` data JSON) and ``{prefix}r:{room}:pres``
-    (sorted set of ``<len>:<user><node>`` presence entries). Per node:
+    room, ``off`` the stored messages, ``ep`` the room's epoch, made with ``off``),
+    ``{prefix}r:{room}:log`` (stream of the kept messages: fields ``o`` offset, ``s``
+    seq, ``d`` data JSON) and ``{prefix}r:{room}:pres`` (sorted set of
+    ``<len>:<user><node>`` presence entries). Per node:
     ``{prefix}n:{node}:rooms`` (rooms where it has presence entries). Shared:
     ``{prefix}nodes`` (node -> heartbeat expiry in ms), ``{prefix}epoch``. Channels:
     ``{channel_prefix}{room}`` per room, ``{prefix}broadcast`` for ``publish_all``.
@@ -125,7 +117,7 @@ class Keyspace:
 #
 # Pub/sub payloads are a kind byte followed by netstring-like fields ``<len>:<bytes>``
 # (binary-safe, cheap to build in Lua and to split in Python):
-#   m seq offset origin pubid data      a message ("" offset: ephemeral, store=False)
+#   m seq offset origin pubid data epoch  a message ("" offset and epoch: store=False)
 #   p seq event user member...          a presence event ("join"/"leave", members after)
 #   a origin pubid data                 publish_all (broadcast channel)
 # ``seq`` numbers every event of a room, ``offset`` only its stored messages.
@@ -148,15 +140,20 @@ local function touch(ttl, a, b)
 end
 """
 
-#: KEYS: meta, log. ARGV: channel, data, origin, pubid, store, maxlen, max_age_ms, ttl_ms.
-#: One atomic step: next seq (and offset), XADD (capped by length, then age), PUBLISH.
+#: KEYS: meta, log. ARGV: channel, data, origin, pubid, store, maxlen, max_age_ms, ttl_ms,
+#: candidate epoch. One atomic step: next seq (and offset; the epoch if the room has
+#: none yet: a room Redis forgot starts a new life), XADD (capped by length, then age),
+#: PUBLISH. Returns {seq, offset, epoch}.
 PUBLISH_LUA: Final = (
     LUA_PRELUDE
     + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local off = 0
+local ep = ''
 local ttl = tonumber(ARGV[8])
 if ARGV[5] == '1' then
+  redis.call('HSETNX', KEYS[1], 'ep', ARGV[9])
+  ep = redis.call('HGET', KEYS[1], 'ep')
   off = redis.call('HINCRBY', KEYS[1], 'off', 1)
   local maxlen = tonumber(ARGV[6])
   if maxlen > 0 then
@@ -172,8 +169,9 @@ else
 end
 local o = ''
 if off > 0 then o = off end
-redis.call('PUBLISH', ARGV[1], 'm' .. ns(seq) .. ns(o) .. ns(ARGV[3]) .. ns(ARGV[4]) .. ns(ARGV[2]))
-return {seq, off}
+local head = 'm' .. ns(seq) .. ns(o) .. ns(ARGV[3]) .. ns(ARGV[4])
+redis.call('PUBLISH', ARGV[1], head .. ns(ARGV[2]) .. ns(ep))
+return {seq, off, ep}
 """
 )
 
@@ -189,6 +187,7 @@ def publish_call(
     history_size: int = DEFAULT_HISTORY_SIZE,
     history_max_age: float | None = None,
     room_ttl: float | None = DEFAULT_ROOM_TTL,
+    epoch: str | None = None,
 ) -> tuple[list[bytes], list[bytes | int]]:
     """KEYS and ARGV of :data:`PUBLISH_LUA` for one message."""
     return (
@@ -202,6 +201,7 @@ def publish_call(
             max(history_size, 0),
             _millis(history_max_age),
             _millis(room_ttl),
+            (epoch or new_epoch()).encode("ascii"),
         ],
     )
 
@@ -272,7 +272,7 @@ class Publisher:
         )
         try:
             async with self._slots:
-                _, offset = await self._script(keys=keys, args=args)
+                _, offset, _ = await self._script(keys=keys, args=args)
         except _connection_errors() as exc:
             raise HubUnavailable(f"cannot publish to {room!r}: redis unavailable ({exc})") from exc
         return int(offset)
@@ -345,7 +345,7 @@ def publish_sync(redis_url: str, room: str, message: Any, **options: Any) -> int
         room_ttl=room_ttl,
     )
     try:
-        _, offset = script(keys=script_keys, args=args)
+        _, offset, _ = script(keys=script_keys, args=args)
     except _connection_errors() as exc:
         raise HubUnavailable(f"cannot publish to {room!r}: redis unavailable ({exc})") from exc
     return int(offset)

@@ -53,6 +53,7 @@ from .base import (
     Gap,
     Hub,
     HubClosed,
+    HubUnavailable,
     JoinResult,
     Policy,
     Receiver,
@@ -60,14 +61,15 @@ from .base import (
     deliver_frame,
     dumps,
     exclusion,
+    new_epoch,
     presence_envelope,
+    resolve_since,
 )
 from .publish import (
     DEFAULT_PREFIX,
     DEFAULT_ROOM_TTL,
     LUA_PRELUDE,
     PUBLISH_LUA,
-    HubUnavailable,
     Keyspace,
     _millis,
     decode,
@@ -140,7 +142,8 @@ end
 
 # KEYS: meta, log, pres, nodes, noderooms
 # ARGV: since (-1: none), limit, max_age_ms, join, user, entry, user_prefix, room,
-#       channel, events, ttl_ms
+#       channel, events, ttl_ms, candidate epoch ("": do not create the room), the
+#       epoch ``since`` belongs to ("": unknown; another than the room's: since = -1)
 _STATE_LUA: Final = (
     LUA_PRELUDE
     + _PRESENCE_LUA
@@ -158,15 +161,19 @@ if ARGV[4] == '1' then
     touch(tonumber(ARGV[11]), KEYS[1])
   end
 end
-local m = redis.call('HMGET', KEYS[1], 'seq', 'off', 'base')
+if ARGV[12] ~= '' and redis.call('HSETNX', KEYS[1], 'ep', ARGV[12]) == 1 then
+  touch(tonumber(ARGV[11]), KEYS[1])
+end
+local m = redis.call('HMGET', KEYS[1], 'seq', 'off', 'base', 'ep')
 local seq = tonumber(m[1]) or 0
 local off = tonumber(m[2]) or 0
 local base = tonumber(m[3]) or -1
+local ep = m[4] or ''
 local rows = {}
 local limit = tonumber(ARGV[2])
 if limit > 0 then
   local since = tonumber(ARGV[1])
-  if since > off then since = -1 end
+  if since > off or (ARGV[13] ~= '' and ep ~= '' and ARGV[13] ~= ep) then since = -1 end
   if since >= 0 and off - since < limit then limit = off - since end
   if limit > 0 then
     local minms = 0
@@ -183,7 +190,7 @@ if limit > 0 then
     end
   end
 end
-return {seq, off, rows, live_users(KEYS[3], KEYS[4], now, alive), event_seq, base}
+return {seq, off, rows, live_users(KEYS[3], KEYS[4], now, alive), event_seq, base, ep}
 """
 )
 
@@ -308,7 +315,8 @@ return {0, #dead}
 # Put a forgotten room's counters back where this node saw them, provided no message
 # was stored in the room since Redis forgot it (and no other node repaired it first).
 # ``base`` records the offset the room continues from: a node that saw another offset
-# must not continue. KEYS: meta. ARGV: seq, off, ttl.
+# must not continue; the room keeps the epoch those offsets belong to (ARGV[4], "": not
+# known). KEYS: meta. ARGV: seq, off, ttl, epoch.
 _REPAIR_LUA: Final = (
     LUA_PRELUDE
     + """
@@ -316,6 +324,7 @@ local m = redis.call('HMGET', KEYS[1], 'seq', 'off', 'base')
 if (tonumber(m[2]) or 0) ~= 0 or m[3] then return 0 end
 if (tonumber(m[1]) or 0) < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'seq', ARGV[1]) end
 redis.call('HSET', KEYS[1], 'off', ARGV[2], 'base', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'ep', ARGV[4]) end
 touch(tonumber(ARGV[3]), KEYS[1])
 return 1
 """
@@ -365,7 +374,18 @@ def _safe_url(url: str) -> str:
 class _Event:
     """One room event as received from Redis (or rebuilt from the stream)."""
 
-    __slots__ = ("data", "event", "kind", "members", "offset", "origin", "pubid", "seq", "user")
+    __slots__ = (
+        "data",
+        "epoch",
+        "event",
+        "kind",
+        "members",
+        "offset",
+        "origin",
+        "pubid",
+        "seq",
+        "user",
+    )
 
     def __init__(
         self,
@@ -379,8 +399,10 @@ class _Event:
         event: str = "",
         user: str = "",
         members: list[str] | None = None,
+        epoch: bytes = b"",
     ) -> None:
         self.kind = kind
+        self.epoch = epoch
         self.seq = seq
         self.offset = offset
         self.data = data
@@ -403,6 +425,8 @@ class _State(NamedTuple):
     event_seq: int
     #: Offset a node repaired the room to after Redis forgot it (-1: never repaired).
     base: int = -1
+    #: The room's epoch ("": none yet, the room was never joined or stored to).
+    epoch: str = ""
 
 
 # Room states on this node.
@@ -413,6 +437,7 @@ class _Room:
     __slots__ = (
         "buffer",
         "channel",
+        "epoch",
         "gone",
         "issued",
         "known",
@@ -450,6 +475,8 @@ class _Room:
         #: Last event seq / message offset delivered to the local members.
         self.seq = 0
         self.offset = 0
+        #: The room epoch of ``offset`` ("": not known yet).
+        self.epoch = ""
         #: Highest (seq, offset) this node's own publishes were given (acknowledged,
         #: though maybe not delivered yet): a repair never reuses them.
         self.issued = (0, 0)
@@ -727,7 +754,13 @@ class RedisHub(Hub):
     # -------------------------------------------------------- operations
 
     async def join(
-        self, room: str, member: Receiver, *, user: str | None, since: int | None = None
+        self,
+        room: str,
+        member: Receiver,
+        *,
+        user: str | None,
+        since: int | None = None,
+        epoch: str | None = None,
     ) -> JoinResult:
         self._check_open()
         if since is not None and since < 0:
@@ -750,9 +783,11 @@ class RedisHub(Hub):
             limit = r.options.history_size
             if add:
                 async with r.plock:
-                    state = await self._read(r, since=since, limit=limit, join_user=user)
+                    state = await self._read(
+                        r, since=since, limit=limit, join_user=user, epoch=epoch, create=True
+                    )
             else:
-                state = await self._read(r, since=since, limit=limit)
+                state = await self._read(r, since=since, limit=limit, epoch=epoch, create=True)
             if state.event_seq and r.seq < state.event_seq and r.state is _LIVE:
                 # The other local members hear of the join before join() returns.
                 await self._wait_seq(r, state.event_seq)
@@ -760,7 +795,8 @@ class RedisHub(Hub):
                 merged = self._catch_up_state(r, state)
                 if merged is not None:
                     break
-                state = await self._read(r, since=since, limit=limit)  # cache too short
+                # cache too short
+                state = await self._read(r, since=since, limit=limit, epoch=epoch, create=True)
             else:
                 raise self._unavailable(f"cannot join {room!r}: the room moves too fast")
             self._check_open()
@@ -768,7 +804,9 @@ class RedisHub(Hub):
                 raise self._unavailable(f"cannot join {room!r}")
             # No await from here on: nothing reaches the member before join() returns.
             state = merged
-            result = self._result(state, since, limit, user)
+            result = self._result(state, since, epoch, limit, user)
+            if state.epoch and state.offset == r.offset:
+                r.epoch = state.epoch
             if not rejoin:
                 r.members[member] = user
                 if state.seq > r.seq:
@@ -805,10 +843,12 @@ class RedisHub(Hub):
                 offset = ev.offset
             elif ev.kind == "p":
                 members = ev.members
-        return _State(r.seq, offset, entries, members, state.event_seq, state.base)
+        return _State(r.seq, offset, entries, members, state.event_seq, state.base, state.epoch)
 
     @staticmethod
-    def _result(state: _State, since: int | None, limit: int, user: str | None) -> JoinResult:
+    def _result(
+        state: _State, since: int | None, epoch: str | None, limit: int, user: str | None
+    ) -> JoinResult:
         members = state.members
         if user is not None and user not in members:
             members = [*members, user]
@@ -817,8 +857,9 @@ class RedisHub(Hub):
         kept = kept[-limit:] if limit > 0 else []
         offset = state.offset
         if since is None:
-            return JoinResult(offset, members, kept)
-        reset = since > offset
+            return JoinResult(offset, members, kept, epoch=state.epoch)
+        since = resolve_since(since, epoch, state.epoch, offset)
+        reset = since < 0
         if reset:
             since = 0  # offsets from another life of the room: replay from the start
         kept = [e for e in kept if e.offset > since]
@@ -832,7 +873,7 @@ class RedisHub(Hub):
                 break
         first = kept[0].offset if kept else offset + 1
         gap = Gap(since + 1, first - 1) if since + 1 < first else None
-        return JoinResult(offset, members, kept, gap, reset)
+        return JoinResult(offset, members, kept, gap, reset, state.epoch)
 
     async def leave(self, room: str, member: Receiver) -> None:
         rooms = self._member_rooms.get(member)
@@ -950,7 +991,7 @@ class RedisHub(Hub):
             room_ttl=self.room_ttl,
         )
         try:
-            seq, offset = await self._call("publish", keys, args, f"cannot publish to {room!r}")
+            seq, offset, _ = await self._call("publish", keys, args, f"cannot publish to {room!r}")
             if r is not None and offset:
                 r.issued = max(r.issued, (int(seq), int(offset)))
             if r is not None and not r.gone and r.seq < seq and r.members:
@@ -1022,9 +1063,18 @@ class RedisHub(Hub):
         limit: int,
         join_user: str | None = None,
         internal: bool = False,
+        epoch: str | None = None,
+        create: bool = False,
     ) -> _State:
         return await self._read_room(
-            r.name, since=since, limit=limit, join_user=join_user, room=r, internal=internal
+            r.name,
+            since=since,
+            limit=limit,
+            join_user=join_user,
+            room=r,
+            internal=internal,
+            epoch=epoch,
+            create=create,
         )
 
     async def _read_room(
@@ -1036,7 +1086,11 @@ class RedisHub(Hub):
         join_user: str | None = None,
         room: _Room | None = None,
         internal: bool = False,
+        epoch: str | None = None,
+        create: bool = False,
     ) -> _State:
+        """The room's state; ``create``: give the room its epoch if it has none (a
+        join), ``epoch``: the one ``since`` belongs to (another: read from the start)."""
         keys = self.keys
         prefix = _entry_prefix(join_user) if join_user is not None else b""
         options = room.options if room is not None else self.room_options(name)
@@ -1061,14 +1115,18 @@ class RedisHub(Hub):
                 keys.channel(name),
                 b"1" if options.presence else b"0",
                 _millis(self.room_ttl),
+                new_epoch().encode("ascii") if create else b"",
+                encode(epoch) if epoch else b"",
             ],
             f"cannot read room {name!r}",
             refused=not internal,
         )
-        seq, offset, rows, users, event_seq, base = raw
+        seq, offset, rows, users, event_seq, base, room_epoch = raw
         entries = [(int(rows[i]), int(rows[i + 1]), rows[i + 2]) for i in range(0, len(rows), 3)]
         members = [decode(u) for u in users]
-        return _State(int(seq), int(offset), entries, members, int(event_seq), int(base))
+        return _State(
+            int(seq), int(offset), entries, members, int(event_seq), int(base), _text(room_epoch)
+        )
 
     # ---------------------------------------------------------- rooms
 
@@ -1134,6 +1192,7 @@ class RedisHub(Hub):
         if initial:
             state = await self._read(r, since=None, limit=0, internal=True)
             r.seq, r.offset, r.known = state.seq, state.offset, state.members
+            r.epoch = state.epoch
             self._go_live(r)
             return
         limit = max(r.options.history_size, 1)
@@ -1174,12 +1233,14 @@ class RedisHub(Hub):
         if renumbered:
             r.starts.clear()  # seqs of the room's new life: start offsets no longer apply
         for offset, seq, data in missed:
-            ev = _Event("m", seq, offset=offset, data=data)
+            ev = _Event("m", seq, offset=offset, data=data, epoch=encode(state.epoch))
             self._deliver_message(r, ev)
             r.remember(ev)
             self.stats.caught_up += 1
         self._presence_diff(r, state.members, state.seq)
         r.seq, r.offset = state.seq, state.offset
+        if state.epoch:
+            r.epoch = state.epoch
         if renumbered:
             r.recent.clear()
             r.recent_bytes = 0
@@ -1193,7 +1254,7 @@ class RedisHub(Hub):
         ok = await self._call(
             "repair",
             [keys.meta(r.name)],
-            [seq, offset, _millis(self.room_ttl)],
+            [seq, offset, _millis(self.room_ttl), encode(r.epoch)],
             f"cannot repair room {r.name!r}",
             refused=False,
         )
@@ -1318,6 +1379,7 @@ class RedisHub(Hub):
                 origin=f[2],
                 pubid=f[3],
                 data=f[4],
+                epoch=f[5] if len(f) > 5 else b"",  # absent: a publisher without epochs
             )
         elif kind == b"p":
             ev = _Event(
@@ -1351,6 +1413,8 @@ class RedisHub(Hub):
         if ev.kind == "m":
             if ev.offset is not None:
                 r.offset = ev.offset
+                if ev.epoch:
+                    r.epoch = _text(ev.epoch)
             self._deliver_message(r, ev)
         else:
             # Events that change nothing the local members were told are not repeated
@@ -1377,7 +1441,12 @@ class RedisHub(Hub):
     def _deliver_message(self, r: _Room, ev: _Event) -> None:
         if not r.members:
             return
-        offset = b"null" if ev.offset is None else str(ev.offset).encode("ascii")
+        if ev.offset is None:
+            offset = b"null"
+        elif ev.epoch and ev.epoch.isalnum():  # made by new_epoch(): hex, no escaping
+            offset = b'%d,"epoch":"%s"' % (ev.offset, ev.epoch)
+        else:
+            offset = str(ev.offset).encode("ascii")
         # Encoded once per node, whatever the number of local members.
         frame = encode_frame(OP_TEXT, b"".join((r.prefix, offset, b',"data":', ev.data, b"}")))
         excluded: Collection[object] = ()

@@ -2,22 +2,29 @@
 
 Client to server::
 
-    {"op":"join","room":"lobby","since":17}     # since: last offset seen (optional)
+    {"op":"join","room":"lobby","since":17,"epoch":"5f0c2a9e41d7"}  # both optional
     {"op":"leave","room":"lobby"}
     {"op":"publish","room":"lobby","data":...}  # any JSON value but null
 
 Server to client::
 
-    {"op":"joined","room":"lobby","offset":20,"members":["ann"],
+    {"op":"joined","room":"lobby","offset":20,"epoch":"5f0c2a9e41d7","members":["ann"],
      "history":[{"offset":18,"data":...},...],"gap":null}    # gap: {"from":a,"to":b}
     {"op":"left","room":"lobby"}
-    {"op":"message","room":"lobby","offset":21,"data":...}
+    {"op":"message","room":"lobby","offset":21,"epoch":"5f0c2a9e41d7","data":...}
     {"op":"presence","room":"lobby","event":"join","user":"bob","members":["ann","bob"]}
     {"op":"error","reason":"not joined","room":"lobby"}
 
+``since`` is the last offset the client saw and ``epoch`` the room epoch it belongs
+to; ``joined`` has ``"reset":true`` when they belong to another life of the room.
+
 Bad input is answered with an ``error`` and never closes the connection by itself;
 ``max_errors`` errors in a row (valid requests count them back down) close it with
-1008. Apps subclass :class:`RoomHandler` and override the hooks (``get_user``,
+1008. When the hub is unavailable (Redis down), a join closes the connection with 1013
+(the client reconnects with backoff and rejoins with ``since``) and a publish is
+answered with ``{"op":"error","reason":"hub unavailable: message not sent",...}``.
+
+Apps subclass :class:`RoomHandler` and override the hooks (``get_user``,
 ``authorize_join``, ``transform``) and limits.
 """
 
@@ -30,19 +37,27 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 from ..engine import Message
 from ..protocol.errors import ConnectionClosed
 from ..server.websocket import WebSocketHandler
-from .base import Hub, JoinResult, dumps
+from .base import Hub, HubUnavailable, JoinResult, dumps
 
 __all__ = ["RoomHandler", "joined_envelope"]
 
 logger = logging.getLogger("fullduplex.hub")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+#: Close code for a join the hub cannot serve now (RFC 6455 §7.4.1: Try Again Later).
+TRY_AGAIN_LATER = 1013
+#: Longest ``epoch`` a join may carry (the server's are 12 hex digits).
+MAX_EPOCH_LENGTH = 64
+#: Seconds between two warnings about refused requests (the rest are counted).
+_UNAVAILABLE_LOG_INTERVAL = 5.0
 
 #: Background leave_all tasks, referenced until they finish.
 _cleanups: set[asyncio.Task[None]] = set()
@@ -54,8 +69,9 @@ def joined_envelope(room: str, result: JoinResult) -> str:
     gap = result.gap
     gap_json = "null" if gap is None else f'{{"from":{gap.first},"to":{gap.last}}}'
     reset = ',"reset":true' if result.reset else ""
+    epoch = f',"epoch":{dumps(result.epoch)}' if result.epoch else ""
     return (
-        f'{{"op":"joined","room":{dumps(room)},"offset":{result.offset},'
+        f'{{"op":"joined","room":{dumps(room)},"offset":{result.offset}{epoch},'
         f'"members":{dumps(result.members)},"history":[{history}],"gap":{gap_json}{reset}}}'
     )
 
@@ -64,6 +80,23 @@ def _error_envelope(reason: str, room: str | None) -> str:
     if room is None:
         return f'{{"op":"error","reason":{dumps(reason)}}}'
     return f'{{"op":"error","reason":{dumps(reason)},"room":{dumps(room)}}}'
+
+
+class _UnavailableLog:
+    """Rate-limited warnings for requests refused because the hub is unavailable."""
+
+    last = float("-inf")
+    suppressed = 0
+
+    @classmethod
+    def warn(cls, what: str, exc: HubUnavailable) -> None:
+        now = time.monotonic()
+        if now - cls.last < _UNAVAILABLE_LOG_INTERVAL:
+            cls.suppressed += 1
+            return
+        more = f" (and {cls.suppressed} more since the last warning)" if cls.suppressed else ""
+        cls.last, cls.suppressed = now, 0
+        logger.warning("%s refused: %s%s", what, exc, more)
 
 
 class _BadRequest(Exception):
@@ -184,6 +217,9 @@ class RoomHandler(WebSocketHandler):
         since = request.get("since")
         if since is not None and (type(since) is not int or since < 0):
             raise _BadRequest("since must be a non-negative integer", room)
+        epoch = request.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH):
+            raise _BadRequest("epoch must be a string from a joined or message frame", room)
         rooms = self._rooms
         if rooms is None:
             rooms = self._rooms = set()
@@ -197,7 +233,13 @@ class RoomHandler(WebSocketHandler):
         hub = self.hub
         rooms.add(room)
         try:
-            result = await hub.join(room, self, user=self.user, since=since)
+            result = await hub.join(room, self, user=self.user, since=since, epoch=epoch or None)
+        except HubUnavailable as exc:
+            rooms.discard(room)
+            _UnavailableLog.warn(f"join of {room!r}", exc)
+            # The client reconnects with backoff and rejoins with since: nothing is lost.
+            self.close(TRY_AGAIN_LATER, "hub unavailable")
+            return
         except BaseException:
             rooms.discard(room)
             raise
@@ -225,7 +267,11 @@ class RoomHandler(WebSocketHandler):
         data = await self.transform(room, data)
         if data is None:
             return
-        await self.hub.publish(room, data, exclude=None if self.echo_publish else self)
+        try:
+            await self.hub.publish(room, data, exclude=None if self.echo_publish else self)
+        except HubUnavailable as exc:
+            _UnavailableLog.warn(f"publish to {room!r}", exc)
+            self._reply(_error_envelope("hub unavailable: message not sent", room))
 
     # ------------------------------------------------------------ output
 

@@ -351,7 +351,8 @@
      * Join `name`, or return the Room already joined. The join is sent now if open and
      * again, with `since`, after every reconnect.
      * @param {string} name
-     * @param {{since?: number}} [options] resume after this offset (e.g. one kept in localStorage)
+     * @param {{since?: number, epoch?: string}} [options] resume after this offset (e.g. one
+     *   kept in localStorage with room.lastOffset), in this room epoch (room.epoch)
      * @returns {Room}
      */
     join(name, options) {
@@ -363,7 +364,9 @@
       if (since !== undefined && since !== null && !(Number.isInteger(since) && since >= 0)) {
         throw new TypeError("since must be a non-negative integer");
       }
-      const room = new Room(TOKEN, this, name, since === undefined ? null : since);
+      const epoch = options && options.epoch;
+      if (epoch !== undefined && epoch !== null && typeof epoch !== "string") throw new TypeError("epoch must be a string");
+      const room = new Room(TOKEN, this, name, since === undefined ? null : since, epoch || null);
       this.#rooms.set(name, room);
       this.#roomsUsed = true;
       if (this.#isOpen()) this.#ws.send(room[JOIN_FRAME]());
@@ -528,25 +531,31 @@
   /**
    * A room joined with socket.join(name).
    *
-   * Events (CustomEvent, fields in `detail`): `joined` (members, offset, gap, reset,
-   * resumed) after each join or re-join; `message` (data, offset, history) once per
-   * offset, in order; `presence` (event "join"|"leave", user, members); `gap` (from,
+   * Events (CustomEvent, fields in `detail`): `joined` (members, offset, epoch, gap,
+   * reset, resumed) after each join or re-join; `message` (data, offset, history) once
+   * per offset, in order; `presence` (event "join"|"leave", user, members); `gap` (from,
    * to: offsets the server could not replay); `error` (reason).
+   *
+   * Offsets count within a room *epoch* (a random id the server gives each life of a
+   * room): re-joins send the last offset with its epoch, and a new epoch (the server
+   * lost the room and started it again) resets the once-per-offset bookkeeping.
    */
   class Room extends EventTarget {
     #socket;
     #name;
     /** @type {string[]} */ #members = [];
     /** @type {number|null} */ #lastOffset;
+    /** @type {string|null} */ #epoch;
     #state = "joining"; // joining | joined | left
 
     /** @private use socket.join(name) */
-    constructor(token, socket, name, since) {
+    constructor(token, socket, name, since, epoch) {
       super();
       if (token !== TOKEN) throw new TypeError("Illegal constructor: use socket.join(name)");
       this.#socket = socket;
       this.#name = name;
       this.#lastOffset = since;
+      this.#epoch = epoch === undefined ? null : epoch;
     }
 
     /** @type {string} */
@@ -562,6 +571,11 @@
     /** The offset of the last message delivered (null: none yet). @type {number|null} */
     get lastOffset() {
       return this.#lastOffset;
+    }
+
+    /** The room epoch `lastOffset` belongs to (null: not known yet). @type {string|null} */
+    get epoch() {
+      return this.#epoch;
     }
 
     /** True between the server's `joined` and the next disconnect or leave(). @type {boolean} */
@@ -591,7 +605,10 @@
     [JOIN_FRAME]() {
       this.#state = "joining";
       const frame = { op: "join", room: this.#name };
-      if (this.#lastOffset !== null) frame.since = this.#lastOffset;
+      if (this.#lastOffset !== null) {
+        frame.since = this.#lastOffset;
+        if (this.#epoch !== null) frame.epoch = this.#epoch;
+      }
       return JSON.stringify(frame);
     }
 
@@ -604,12 +621,14 @@
         case "joined":
           return this.#joined(frame);
         case "message":
+          if (typeof frame.offset === "number") this.#newEpoch(frame.epoch, frame.offset);
           return this.#deliver(frame.offset, frame.data, false);
         case "presence":
           this.#members = Array.isArray(frame.members) ? frame.members : this.#members;
           return this.dispatchEvent(custom("presence", { event: frame.event, user: frame.user, members: this.members }));
         case "error":
-          if (this.#state === "joining") {
+          // A publish refused while the hub is down: the join itself is not in question.
+          if (this.#state === "joining" && !String(frame.reason).startsWith("hub unavailable")) {
             // The join was refused: forget the room rather than retry it forever.
             this.#state = "left";
             this.#socket[FORGET](this, false);
@@ -623,18 +642,38 @@
       const resumed = this.#lastOffset !== null;
       // `reset`: the room restarted (or was evicted) and counts from 0 again; a server
       // without the flag shows it by an offset below ours.
-      const reset = Boolean(frame.reset) || (resumed && offset !== null && offset < this.#lastOffset);
+      // A new epoch is a reset too, even if the server did not say so.
+      const newEpoch = typeof frame.epoch === "string" && this.#epoch !== null && frame.epoch !== this.#epoch;
+      const reset = Boolean(frame.reset) || newEpoch || (resumed && offset !== null && offset < this.#lastOffset);
       if (reset) this.#lastOffset = 0;
+      if (typeof frame.epoch === "string") this.#epoch = frame.epoch;
       this.#state = "joined";
       this.#members = Array.isArray(frame.members) ? frame.members : [];
       const gap = frame.gap || null;
-      this.dispatchEvent(custom("joined", { members: this.members, offset: offset, gap: gap, reset: reset, resumed: resumed }));
+      this.dispatchEvent(custom("joined", { members: this.members, offset: offset, epoch: this.#epoch, gap: gap, reset: reset, resumed: resumed }));
       if (gap) {
         this.dispatchEvent(custom("gap", { from: gap.from, to: gap.to }));
         if (this.#lastOffset === null || gap.to > this.#lastOffset) this.#lastOffset = gap.to;
       }
       for (const entry of frame.history || []) this.#deliver(entry.offset, entry.data, true);
       if (offset !== null && (this.#lastOffset === null || offset > this.#lastOffset)) this.#lastOffset = offset;
+    }
+
+    /**
+     * A live message from another epoch than ours: the room started a new life, its
+     * offsets count from 1 again. Forget the old ones (or nothing new would be
+     * delivered) and say which of the new ones we did not get.
+     */
+    #newEpoch(epoch, offset) {
+      if (typeof epoch !== "string" || epoch === this.#epoch) return;
+      const known = this.#epoch !== null;
+      this.#epoch = epoch;
+      if (!known) return;
+      this.#lastOffset = 0;
+      if (offset > 1) {
+        this.dispatchEvent(custom("gap", { from: 1, to: offset - 1 }));
+        this.#lastOffset = offset - 1;
+      }
     }
 
     /** Deliver once per offset: history may overlap what was already seen. */

@@ -38,6 +38,8 @@ class RoomClient:
         self.received: list[tuple[int, Any]] = []
         #: The last offset seen: what the next join sends as ``since``.
         self.last = 0
+        #: The room epoch ``last`` belongs to (None until the first ``joined``).
+        self.epoch: str | None = None
         #: The node (``X-Node`` header) of each connection, in order.
         self.nodes: list[str] = []
         #: Replayed messages (from ``joined.history``) across rejoins.
@@ -76,12 +78,16 @@ class RoomClient:
                     self.last = 0  # offsets count from 0 again
                 else:
                     self.problems.append(f"reset in joined (since={self.last})")
+            self.epoch = envelope.get("epoch", self.epoch)
             for entry in envelope["history"]:
                 self.replayed += 1
                 self._record(entry["offset"], entry["data"])
             self.joined_at.append(asyncio.get_running_loop().time())
             self.joined.set()
         elif op == "message":
+            epoch = envelope.get("epoch")
+            if epoch is not None and self.epoch is not None and epoch != self.epoch:
+                self.problems.append(f"live message from epoch {epoch}, joined {self.epoch}")
             self._record(envelope["offset"], envelope["data"])
         elif op == "error":
             if "unavailable" in str(envelope.get("reason")):
@@ -103,7 +109,10 @@ class RoomClient:
             self.conn = conn
             self.nodes.append(conn.response.headers.get("X-Node") or "?")
             try:
-                await conn.send(json.dumps({"op": "join", "room": self.room, "since": self.last}))
+                join = {"op": "join", "room": self.room, "since": self.last}
+                if self.epoch is not None:
+                    join["epoch"] = self.epoch  # another life of the room: reset, not a hole
+                await conn.send(json.dumps(join))
                 async for raw in conn:
                     assert isinstance(raw, str)
                     self._handle(json.loads(raw))
@@ -115,6 +124,8 @@ class RoomClient:
                 if not conn.closed:
                     conn.engine.abort()
             self.closes.append((conn.close_code, conn.close_reason))  # not when cancelled
+            if conn.close_code == 1013:
+                self.unavailable += 1  # the hub's Redis is down: the join is retried
             await asyncio.sleep(random.uniform(0.02, 0.1))
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,8 +24,10 @@ def test_publish_reaches_every_member_once_with_one_shared_frame(kit: SimpleName
         assert offset == 1
         frames = [m.frames[-1] for m in members]
         assert all(f is frames[0] for f in frames)  # one encoding for all receivers
+        epoch = hub._rooms["lobby"].epoch
+        assert re.fullmatch("[0-9a-f]{12}", epoch)
         assert members[0].messages == [
-            '{"op":"message","room":"lobby","offset":1,"data":{"text":"héllo"}}'
+            f'{{"op":"message","room":"lobby","offset":1,"epoch":"{epoch}","data":{{"text":"héllo"}}}}'
         ]
         assert hub.deliveries == 50
 
@@ -194,6 +197,50 @@ def test_since_beyond_the_room_means_reset(kit: SimpleNamespace) -> None:
     kit.run(main())
 
 
+def test_since_from_another_epoch_means_reset_and_full_replay(kit: SimpleNamespace) -> None:
+    async def main() -> None:
+        hub = MemoryHub(history_size=10)
+        for i in range(5):
+            await hub.publish("r", i)
+        first = await hub.join("r", kit.Recorder(), user=None)
+        epoch = first.epoch
+        assert re.fullmatch("[0-9a-f]{12}", epoch)
+        # The right epoch: exactly what follows since.
+        same = await hub.join("r", kit.Recorder(), user=None, since=3, epoch=epoch)
+        assert not same.reset and [e.offset for e in same.history] == [4, 5]
+        # Another epoch: since says nothing about this room; everything is replayed.
+        other = await hub.join("r", kit.Recorder(), user=None, since=3, epoch="0123456789ab")
+        assert other.reset and other.epoch == epoch and other.gap is None
+        assert [e.offset for e in other.history] == [1, 2, 3, 4, 5]
+        # No epoch (an older client): offsets alone decide, as before.
+        legacy = await hub.join("r", kit.Recorder(), user=None, since=3)
+        assert not legacy.reset and [e.offset for e in legacy.history] == [4, 5]
+
+    kit.run(main())
+
+
+def test_a_forgotten_room_comes_back_with_a_new_epoch(kit: SimpleNamespace) -> None:
+    async def main() -> None:
+        hub = MemoryHub(max_idle_rooms=1)
+        m = kit.Recorder()
+        old = await hub.join("r", m, user=None)
+        for i in range(3):
+            await hub.publish("r", i)
+        await hub.leave("r", m)
+        await hub.publish("other", "x")  # the one idle room kept, instead of "r"
+        assert hub.rooms == ["other"]
+        for i in range(5):  # its new life overtakes the old offsets
+            await hub.publish("r", f"new {i}")
+        back = await hub.join("r", m, user=None, since=3, epoch=old.epoch)
+        assert back.epoch != old.epoch
+        assert back.reset and back.gap is None
+        assert [e.data for e in back.history] == [f"new {i}" for i in range(5)]
+        await hub.publish("r", "live")
+        assert json.loads(m.messages[-1])["epoch"] == back.epoch
+
+    kit.run(main())
+
+
 def test_ephemeral_messages_have_no_offset_and_no_history(kit: SimpleNamespace) -> None:
     async def main() -> None:
         hub = MemoryHub()
@@ -301,6 +348,11 @@ def test_envelopes_are_compact_json() -> None:
     assert dumps({"a": [1, "é"]}) == '{"a":[1,"é"]}'
     text = message_envelope('we"ird', 3, dumps(None))
     assert json.loads(text) == {"op": "message", "room": 'we"ird', "offset": 3, "data": None}
+    text = message_envelope("r", 3, dumps(1), "0a1b2c3d4e5f")
+    assert text == '{"op":"message","room":"r","offset":3,"epoch":"0a1b2c3d4e5f","data":1}'
+    assert message_envelope("r", None, "1", "0a1b2c3d4e5f") == (
+        '{"op":"message","room":"r","offset":null,"data":1}'
+    )
     assert Entry(1, '{"x":1}').data == {"x": 1}
 
 

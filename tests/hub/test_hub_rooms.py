@@ -66,10 +66,13 @@ def test_join_publish_receive(kit: SimpleNamespace) -> None:
     async def main() -> None:
         async with serving() as (url, hub):
             ann, bob = await connect(url, "ann"), await connect(url, "bob")
-            assert await join(ann, "lobby") == {
+            first = await join(ann, "lobby")
+            epoch = first["epoch"]
+            assert first == {
                 "op": "joined",
                 "room": "lobby",
                 "offset": 0,
+                "epoch": epoch,
                 "members": ["ann"],
                 "history": [],
                 "gap": None,
@@ -77,7 +80,13 @@ def test_join_publish_receive(kit: SimpleNamespace) -> None:
             await join(bob, "lobby")
             assert (await recv(ann))["event"] == "join"
             await send(bob, op="publish", room="lobby", data={"text": "hi ✓"})
-            expected = {"op": "message", "room": "lobby", "offset": 1, "data": {"text": "hi ✓"}}
+            expected = {
+                "op": "message",
+                "room": "lobby",
+                "offset": 1,
+                "epoch": epoch,
+                "data": {"text": "hi ✓"},
+            }
             assert await recv(ann) == expected
             assert await recv(bob) == expected  # the publisher gets it too (its ack)
             # Server-side publishing reaches socket members the same way.
@@ -117,7 +126,14 @@ def test_presence_events_with_two_tabs(kit: SimpleNamespace) -> None:
             await send(tab2, op="publish", room="r", data="marker")
             assert (await recv(ann))["data"] == "marker"
             await send(tab2, op="leave", room="r")
-            assert await recv(tab2) == {"op": "message", "room": "r", "offset": 1, "data": "marker"}
+            got = await recv(tab2)
+            assert got == {
+                "op": "message",
+                "room": "r",
+                "offset": 1,
+                "epoch": got["epoch"],
+                "data": "marker",
+            }
             assert await recv(tab2) == {"op": "left", "room": "r"}
             assert await recv(ann) == {
                 "op": "presence",
@@ -164,7 +180,14 @@ def test_reconnect_with_since_gets_exactly_the_missed_messages(kit: SimpleNamesp
             assert short["history"] == [{"offset": 5, "data": 5}, {"offset": 6, "data": 6}]
             assert short["gap"] == {"from": 4, "to": 4}  # said, not silently skipped
             await send(bob, op="publish", room="r", data=7)
-            assert await recv(ann) == {"op": "message", "room": "r", "offset": 7, "data": 7}
+            epoch = back["epoch"]
+            assert await recv(ann) == {
+                "op": "message",
+                "room": "r",
+                "offset": 7,
+                "epoch": epoch,
+                "data": 7,
+            }
             await ann.close()
             await bob.close()
 
@@ -258,10 +281,12 @@ def test_hooks_authorize_transform_and_room_limit(kit: SimpleNamespace) -> None:
             await join(c, "a")  # rejoining a room does not count twice
             await send(c, op="publish", room="a", data="drop")
             await send(c, op="publish", room="a", data="hello")
-            assert await recv(c) == {
+            got = await recv(c)
+            assert got == {
                 "op": "message",
                 "room": "a",
                 "offset": 1,
+                "epoch": hub._rooms["a"].epoch,
                 "data": {"name": "ann", "text": "hello"},
             }
             assert hub.rooms_of(next(iter(hub.members("a")))) == {"a", "b"}

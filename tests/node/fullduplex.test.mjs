@@ -63,7 +63,8 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
   let users = 0;
 
   const room = (name) => {
-    if (!rooms.has(name)) rooms.set(name, { offset: 0, history: [], members: new Map() });
+    // Each life of a room has its own epoch, as on the real server.
+    if (!rooms.has(name)) rooms.set(name, { offset: 0, epoch: Math.random().toString(16).slice(2, 14), history: [], members: new Map() });
     return rooms.get(name);
   };
   const members = (r) => [...new Set(r.members.values())].sort();
@@ -73,7 +74,7 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
     const offset = ++r.offset;
     r.history.push({ offset, data });
     if (r.history.length > historySize) r.history.shift();
-    for (const ws of r.members.keys()) send(ws, { op: "message", room: name, offset, data });
+    for (const ws of r.members.keys()) send(ws, { op: "message", room: name, offset, epoch: r.epoch, data });
     return offset;
   };
 
@@ -92,13 +93,14 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
         if (req.room === "forbidden") return send(ws, { op: "error", reason: "not allowed to join", room: req.room });
         const r = room(req.room);
         const since = req.since;
-        const reset = since != null && since > r.offset;
+        const otherEpoch = req.epoch != null && req.epoch !== r.epoch;
+        const reset = since != null && (since > r.offset || otherEpoch);
         const after = since == null ? null : reset ? 0 : since;
         const history = after == null ? r.history.slice() : r.history.filter((e) => e.offset > after);
         const first = history.length ? history[0].offset : r.offset + 1;
         const gap = after != null && after + 1 < first ? { from: after + 1, to: first - 1 } : null;
         r.members.set(ws, user);
-        const frame = { op: "joined", room: req.room, offset: r.offset, members: members(r), history, gap };
+        const frame = { op: "joined", room: req.room, offset: r.offset, epoch: r.epoch, members: members(r), history, gap };
         if (reset) frame.reset = true;
         send(ws, frame);
         for (const other of r.members.keys()) {
@@ -570,7 +572,9 @@ describe("rooms", T, () => {
     await until(() => seen.length === 5, 2000, "m5");
     assert.deepEqual(seen, ["m1", "m2", "m3", "m4", "m5"]);
     const joins = s.received.filter((m) => m.includes('"join"')).map((m) => JSON.parse(m));
-    assert.deepEqual(joins, [{ op: "join", room: "lobby" }, { op: "join", room: "lobby", since: 2 }]);
+    const epoch = s.rooms.get("lobby").epoch;
+    assert.equal(room.epoch, epoch);
+    assert.deepEqual(joins, [{ op: "join", room: "lobby" }, { op: "join", room: "lobby", since: 2, epoch }]);
   });
 
   test("publishes queued while reconnecting follow the re-join", async () => {
@@ -622,6 +626,55 @@ describe("rooms", T, () => {
     assert.equal(rejoined.detail.reset, true);
     assert.deepEqual(seen, [1, 2]);
     assert.equal(room.lastOffset, 2);
+  });
+
+  test("a room that lost its data and overtook our offset is replayed whole (epochs)", async () => {
+    const s = await server();
+    const socket = connect(s.url);
+    const room = socket.join("lobby");
+    const seen = collect(room, "message", (e) => e.detail.data);
+    await next(room, "joined");
+    const oldEpoch = room.epoch;
+    assert.equal(typeof oldEpoch, "string");
+    for (let i = 1; i <= 3; i++) s.publish("lobby", `old ${i}`);
+    await until(() => seen.length === 3, 2000, "3 old messages");
+    socket.addEventListener("reconnecting", () => {
+      s.rooms.clear(); // the room's data is lost; its new life goes beyond offset 3
+      for (let i = 1; i <= 5; i++) s.publish("lobby", `new ${i}`);
+    }, { once: true });
+    s.kill();
+    const rejoined = await next(room, "joined");
+    assert.equal(rejoined.detail.reset, true);
+    assert.notEqual(rejoined.detail.epoch, oldEpoch);
+    assert.equal(room.epoch, rejoined.detail.epoch);
+    await until(() => seen.length === 8, 2000, "5 new messages");
+    assert.deepEqual(seen.slice(3), ["new 1", "new 2", "new 3", "new 4", "new 5"]);
+    assert.equal(room.lastOffset, 5);
+    const rejoin = JSON.parse(s.received.filter((m) => m.includes('"join"'))[1]);
+    assert.deepEqual(rejoin, { op: "join", room: "lobby", since: 3, epoch: oldEpoch });
+  });
+
+  test("join() takes a stored since and epoch; a live message from a new epoch resets dedup", async () => {
+    const s = await server();
+    const socket = connect(s.url);
+    const room = socket.join("lobby", { since: 7, epoch: "0123456789ab" });
+    assert.equal(room.epoch, "0123456789ab");
+    assert.throws(() => socket.join("other", { epoch: 5 }), TypeError);
+    const offsets = collect(room, "message", (e) => e.detail.offset);
+    const gaps = collect(room, "gap", (e) => e.detail);
+    const joined = await next(room, "joined");
+    assert.equal(joined.detail.reset, true); // the fake server's room has another epoch
+    assert.equal(JSON.parse(s.received.find((m) => m.includes('"join"'))).epoch, "0123456789ab");
+    const epoch = room.epoch;
+    s.raw({ op: "message", room: "lobby", offset: 1, epoch, data: "a" });
+    s.raw({ op: "message", room: "lobby", offset: 1, epoch, data: "a" }); // a duplicate
+    s.raw({ op: "message", room: "lobby", offset: 1, epoch: "ffffffffffff", data: "b" }); // new life
+    s.raw({ op: "message", room: "lobby", offset: 4, epoch: "eeeeeeeeeeee", data: "c" }); // and again
+    await until(() => offsets.length === 3, 2000, "3 messages");
+    assert.deepEqual(offsets, [1, 1, 4]);
+    assert.deepEqual(gaps, [{ from: 1, to: 3 }]);
+    assert.equal(room.epoch, "eeeeeeeeeeee");
+    assert.equal(room.lastOffset, 4);
   });
 
   test("presence updates members; leave() stops events and re-joins", async () => {

@@ -110,7 +110,13 @@ def test_chat_across_two_nodes_and_resume_on_the_other_node(
                 assert short["gap"] == {"from": 1, "to": 1}  # said, not silently skipped
                 assert [h["offset"] for h in short["history"]] == [2, 3]
                 await send(bob, op="publish", room="lobby", data=6)
-                assert await recv(ann) == {"op": "message", "room": "lobby", "offset": 6, "data": 6}
+                assert await recv(ann) == {
+                    "op": "message",
+                    "room": "lobby",
+                    "offset": 6,
+                    "epoch": back["epoch"],
+                    "data": 6,
+                }
                 await ann.close()
                 await bob.close()
 

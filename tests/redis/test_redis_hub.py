@@ -58,6 +58,7 @@ def test_message_reaches_every_node_once_in_order_encoded_once_per_node(
                 "op": "message",
                 "room": "lobby",
                 "offset": 1,
+                "epoch": on_b[0].envelopes[0]["epoch"],
                 "data": {"n": 1, "text": "héllo ✓"},
             }
             assert b.deliveries == 100 and a.deliveries == 40

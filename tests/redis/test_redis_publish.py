@@ -22,8 +22,8 @@ def test_publish_from_outside_reaches_the_room_with_its_offset(
         async with kit.nodes(redis_server.url) as nodes:
             a, b = nodes.new(), nodes.new()
             on_a, on_b = kit.Recorder("a"), kit.Recorder("b")
-            await a.join("news", on_a, user=None)
-            await b.join("news", on_b, user=None)
+            epoch = (await a.join("news", on_a, user=None)).epoch
+            assert (await b.join("news", on_b, user=None)).epoch == epoch  # one per room
             prefix = a.keys.prefix
             assert await publish(redis_server.url, "news", {"headline": "é ✓"}, prefix=prefix) == 1
             off = await asyncio.to_thread(
@@ -36,10 +36,22 @@ def test_publish_from_outside_reaches_the_room_with_its_offset(
             assert await a.publish("news", "from a node") == 3
             await kit.wait_for(lambda: len(on_b.frames) == 4)
             expected = [
-                {"op": "message", "room": "news", "offset": 1, "data": {"headline": "é ✓"}},
-                {"op": "message", "room": "news", "offset": 2, "data": [2]},
+                {
+                    "op": "message",
+                    "room": "news",
+                    "offset": 1,
+                    "epoch": epoch,
+                    "data": {"headline": "é ✓"},
+                },
+                {"op": "message", "room": "news", "offset": 2, "epoch": epoch, "data": [2]},
                 {"op": "message", "room": "news", "offset": None, "data": "typing"},
-                {"op": "message", "room": "news", "offset": 3, "data": "from a node"},
+                {
+                    "op": "message",
+                    "room": "news",
+                    "offset": 3,
+                    "epoch": epoch,
+                    "data": "from a node",
+                },
             ]
             assert on_a.envelopes == on_b.envelopes == expected
             assert [e.offset for e in await b.history("news")] == [1, 2, 3]
