@@ -76,6 +76,34 @@ class Sink(Protocol):
 class WebSocketEngine(asyncio.Protocol):
     """Drives one WebSocket connection over an asyncio transport."""
 
+    # One engine per connection: slots keep an idle connection small.
+    __slots__ = (
+        "_backlog",
+        "_close_timer",
+        "_closed",
+        "_closed_by_us",
+        "_drain_waiters",
+        "_is_server",
+        "_keepalive",
+        "_keepalive_ping",
+        "_keepalive_sent_at",
+        "_last_rx",
+        "_pending",
+        "_ping_counter",
+        "_ping_waiters",
+        "_read_paused",
+        "_write_paused",
+        "close_code",
+        "close_reason",
+        "connection",
+        "dropped",
+        "loop",
+        "name",
+        "options",
+        "sink",
+        "transport",
+    )
+
     def __init__(
         self,
         connection: Connection,
@@ -97,7 +125,6 @@ class WebSocketEngine(asyncio.Protocol):
         self._drain_waiters: collections.deque[asyncio.Future[None]] | None = None
         self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
         self._backlog: collections.deque[Event] | None = None
-        self._busy = False  # an async on_message is running
         self._read_paused = 0  # reasons for which reading is paused (bit set)
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None

@@ -306,6 +306,10 @@ def _status_line(status: int) -> str:
 _T_HEAD, _T_BODY, _T_IDLE, _T_LINGER = 1, 2, 3, 4
 
 
+#: Stands in for the request queue of a detached connection (never appended to).
+_NO_QUEUE: deque[Any] = deque(maxlen=0)
+
+
 class HTTPConnection(asyncio.Protocol):
     """Server side of one HTTP/1.1 connection (see the module docstring).
 
@@ -1014,7 +1018,10 @@ class HTTPConnection(asyncio.Protocol):
         self._upgrade_buffer = None
         self._upgrade_request = None
         self._close_callback = None
-        self._queue.clear()
+        # An upgraded connection lives on for hours: keep none of the HTTP machinery
+        # (the request queue's block, the last head's header list) alive with it.
+        self._queue = _NO_QUEUE
+        self._headers = []
         waiter = self._closed_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
