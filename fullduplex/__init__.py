@@ -27,6 +27,8 @@ _EXPORTS = {
     "WebSocketHandler": ".server.websocket",
     "WebSocketClosedError": ".server.websocket",
     "WebSocket": ".endpoint",
+    "WebsocketConsumer": ".consumers",
+    "AsyncWebsocketConsumer": ".consumers",
     "WebSocketClientConnection": ".client",
     "reconnecting": ".client",
     "websocket_connect": ".client",
@@ -64,6 +66,12 @@ if TYPE_CHECKING:
     )
     from .client import (
         websocket_connect as websocket_connect,
+    )
+    from .consumers import (
+        AsyncWebsocketConsumer as AsyncWebsocketConsumer,
+    )
+    from .consumers import (
+        WebsocketConsumer as WebsocketConsumer,
     )
     from .endpoint import (
         WebSocket as WebSocket,

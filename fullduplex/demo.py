@@ -284,7 +284,7 @@ class EchoHandler(WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         return True
 
-    def _limits(self) -> Limits:
+    def get_limits(self) -> Limits:
         # A 16 MiB message may come as one frame, and compressing incompressible data
         # makes it a little larger on the wire: allow that much on top per frame.
         return dataclasses.replace(

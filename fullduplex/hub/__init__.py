@@ -51,20 +51,21 @@ __all__ = [
 ]
 
 
-def create_hub(setting: Hub | str | None = None) -> Hub:
+def create_hub(setting: Hub | str | None = None, **options: Any) -> Hub:
     """The hub for an App's ``hub`` setting.
 
     ``None``, ``"memory"`` or ``"memory://"``: a new :class:`MemoryHub`. A :class:`Hub`
     instance: itself. ``"redis://host:port/db"``: the Redis backend
-    (``RedisHub.from_url(url)`` in :mod:`fullduplex.hub.redis`).
+    (``RedisHub.from_url(url)`` in :mod:`fullduplex.hub.redis`). ``options`` (the App's
+    ``hub_options`` setting, e.g. ``history_size``) go to the backend's constructor.
     """
     if setting is None or setting in ("memory", "memory://"):
-        return MemoryHub()
+        return MemoryHub(**options)
     if isinstance(setting, Hub):
         return setting
     if isinstance(setting, str) and setting.startswith(("redis://", "rediss://", "unix://")):
         backend = importlib.import_module(".redis", __name__)  # needs the redis package
-        hub: Hub = backend.RedisHub.from_url(setting)
+        hub: Hub = backend.RedisHub.from_url(setting, **options)
         return hub
     raise ValueError(f"hub setting must be a Hub, 'memory' or a redis:// URL, not {setting!r}")
 

@@ -44,6 +44,8 @@ websocket_max_queue        32     unread messages before reading from the peer p
 websocket_write_high_water 64 KiB write buffer level above which senders wait
 websocket_max_write_buffer 32 MiB queued bytes for a peer that does not read: close 1008
 websocket_compression      True   permessage-deflate: True, False/None, DeflateOptions
+hub_options          None         keyword options for the hub backend, e.g.
+                                  {"history_size": 500} (MemoryHub / RedisHub arguments)
 tune_malloc          True         App.run keeps large buffers in glibc's heap (mmap and
                                   trim thresholds from the message limit): no page
                                   faults per large message; False leaves malloc alone
@@ -247,7 +249,7 @@ class App:
             from ..hub import create_hub
 
             setting = self.settings.get("hub")
-            self._hub = create_hub(setting)
+            self._hub = create_hub(setting, **(self.settings.get("hub_options") or {}))
             self._owns_hub = self._hub is not setting
         return self._hub
 

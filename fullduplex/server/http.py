@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httptools
 
+from ..protocol.errors import FullDuplexError
 from ..protocol.headers import Headers, token_list
 from ..protocol.http11 import Request, reason_phrase
 
@@ -72,7 +73,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class StreamClosedError(ConnectionError):
+class StreamClosedError(FullDuplexError, ConnectionError):
     """The client connection is closed; raised by ``flush()`` / ``drain()``."""
 
 

@@ -76,6 +76,7 @@ class WebSocketHandler(RequestHandler):
     close_reason: str | None = None
     selected_subprotocol: str | None = None
     _closed_called = False
+    _limits_cache: Limits | None = None
     _done: asyncio.Future[None] | None = None
 
     # ---------------------------------------------------------- overridables
@@ -177,8 +178,16 @@ class WebSocketHandler(RequestHandler):
     def _engine_options(self) -> EngineOptions:
         return self.app._websocket_options
 
-    def _limits(self) -> Limits:
+    def get_limits(self) -> Limits:
+        """Protocol limits for this endpoint; the app's ``websocket_max_*`` settings
+        unless overridden (e.g. a public echo service accepting 16 MiB messages)."""
         return self.app._websocket_limits
+
+    def _limits(self) -> Limits:
+        limits = self._limits_cache
+        if limits is None:
+            limits = self._limits_cache = self.get_limits()
+        return limits
 
     def upgrade(self, transport: asyncio.Transport, leftover: bytes) -> bool:
         """Run the opening handshake on ``transport``; True if the connection is now ours.

@@ -381,3 +381,22 @@ def test_create_hub_from_the_app_setting() -> None:
     assert create_hub(mine) is mine
     with pytest.raises(ValueError):
         create_hub("carrier-pigeon://")
+
+
+def test_app_hub_options_reach_the_backend() -> None:
+    """The App's ``hub_options`` setting configures the hub it creates."""
+    import asyncio
+
+    from fullduplex import App
+
+    app = App(hub_options={"history_size": 3})
+
+    async def main() -> list[int]:
+        hub = app.hub
+        for i in range(5):
+            await hub.publish("lobby", {"n": i})
+        entries = await hub.history("lobby")
+        await hub.close()
+        return [entry.offset for entry in entries]
+
+    assert asyncio.run(main()) == [3, 4, 5]
