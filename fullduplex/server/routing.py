@@ -18,7 +18,7 @@ matching route wins, in the order routes were added.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["Match", "Route", "RouteSpec", "Router"]
 
 #: ``(pattern, handler)`` or ``(pattern, handler, initialize_kwargs)`` or a :class:`Route`.
-RouteSpec: TypeAlias = (
-    "Route | tuple[str, type[RequestHandler]] | tuple[str, type[RequestHandler], dict[str, Any]]"
-)
+#: A handler class, or an ``async def view(ws, ...)`` function (a WebSocket view).
+HandlerSpec: TypeAlias = "type[RequestHandler] | Callable[..., Awaitable[Any]]"
+RouteSpec: TypeAlias = "Route | tuple[str, HandlerSpec] | tuple[str, HandlerSpec, dict[str, Any]]"
 
 # {name} or {name:regex}; the regex may contain one level of braces ({2,4}).
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::((?:[^{}]|\{[^{}]*\})+))?\}")
