@@ -299,6 +299,12 @@ class Hub(abc.ABC):
             policy=policy, max_pending=max_pending, history_size=history_size, presence=presence
         )
         self._room_options: dict[str, RoomOptions] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        """Refuse work once :meth:`close` was called."""
+        if self._closed:
+            raise HubClosed("the hub is closed")
 
     # ------------------------------------------------------------ options
 

@@ -26,7 +26,6 @@ from .base import (
     Entry,
     Gap,
     Hub,
-    HubClosed,
     JoinResult,
     Policy,
     Receiver,
@@ -87,15 +86,10 @@ class MemoryHub(Hub):
         self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
         #: member -> names of its rooms.
         self._member_rooms: dict[Receiver, set[str]] = {}
-        self._closed = False
         #: Frames handed to members since the hub was created (all rooms).
         self.deliveries = 0
 
     # ------------------------------------------------------------ state
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise HubClosed("the hub is closed")
 
     def _room(self, name: str) -> _Room:
         room = self._rooms.get(name)

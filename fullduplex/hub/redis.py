@@ -620,7 +620,6 @@ class RedisHub(Hub):
         self._excludes: dict[bytes, Collection[object]] = {}
         self._all_waiters: dict[bytes, asyncio.Future[None]] = {}
         self._pubids = itertools.count(1)
-        self._closed = False
         self._up = False
         self._epoch: bytes | None = None
         self._down_since: float | None = None
@@ -684,10 +683,6 @@ class RedisHub(Hub):
         r = self._rooms.get(room)
         if r is not None:
             r.options = options
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise HubClosed("the hub is closed")
 
     def _unavailable(self, what: str, exc: BaseException | None = None) -> HubUnavailable:
         loop = asyncio.get_running_loop()
