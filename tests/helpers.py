@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import random
 import shutil
 import socket
@@ -16,6 +17,9 @@ import subprocess
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
+
+from fullduplex.protocol.connection import Connection, Role
+from fullduplex.protocol.events import BinaryMessage, TextMessage
 
 __all__ = [
     "LOCALHOST",
@@ -208,3 +212,68 @@ def client_ssl_context(cert: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cert)
     return context
+
+
+# ----------------------------------------------------------------- hub receiver
+
+
+class Recorder:
+    """An engine-like hub member that records every frame it is given.
+
+    ``frames`` keeps the frame objects themselves so tests can check that all
+    receivers got the very same bytes (encoded once); ``calls`` the slow-consumer
+    settings of each delivery. It can be closed, as a hub does to members whose feed
+    it cannot continue; a closed recorder refuses frames.
+    """
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.frames: list[bytes] = []
+        self.calls: list[tuple[int, str]] = []
+        self.closed: tuple[int | None, str] | None = None
+
+    def send_encoded(self, frame: bytes, max_pending: int = 256, policy: str = "close") -> bool:
+        if self.closed is not None:
+            return False
+        self.frames.append(frame)
+        self.calls.append((max_pending, policy))
+        return True
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+    @property
+    def messages(self) -> list[str | bytes]:
+        parser = Connection(Role.CLIENT)
+        out: list[str | bytes] = []
+        for frame in self.frames:
+            for event in parser.receive_data(frame):
+                assert isinstance(event, TextMessage | BinaryMessage)
+                out.append(event[0])
+        return out
+
+    def last(self) -> dict[str, Any] | None:
+        """The last envelope received (decoding only that frame), or None."""
+        if not self.frames:
+            return None
+        events = Connection(Role.CLIENT).receive_data(self.frames[-1])
+        message = events[0][0]
+        assert isinstance(message, str)
+        data: dict[str, Any] = json.loads(message)
+        return data
+
+    @property
+    def envelopes(self) -> list[dict[str, Any]]:
+        return [json.loads(m) for m in self.messages]
+
+    def ops(self, op: str) -> list[dict[str, Any]]:
+        return [e for e in self.envelopes if e["op"] == op]
+
+    def data(self, room: str | None = None) -> list[Any]:
+        return [e["data"] for e in self.ops("message") if room is None or e["room"] == room]
+
+    def offsets(self, room: str | None = None) -> list[int]:
+        return [e["offset"] for e in self.ops("message") if room is None or e["room"] == room]
+
+    def __repr__(self) -> str:
+        return f"Recorder({self.name!r})"

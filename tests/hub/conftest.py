@@ -14,10 +14,10 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
+from helpers import Recorder, run
 
 from fullduplex.engine import EngineOptions, MessageQueue, WebSocketEngine
 from fullduplex.protocol.connection import Connection, Role
-from fullduplex.protocol.events import BinaryMessage, TextMessage
 
 T = TypeVar("T")
 
@@ -25,49 +25,8 @@ QUIET = EngineOptions(ping_interval=None, ping_timeout=None, close_timeout=2.0)
 
 
 def run_async(coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
-
-
-class Recorder:
-    """An engine-like receiver: decodes every broadcast frame it is given.
-
-    ``frames`` keeps the frame objects themselves so tests can check that all
-    receivers got the very same bytes (encoded once).
-    """
-
-    def __init__(self, name: str = "") -> None:
-        self.name = name
-        self.frames: list[bytes] = []
-        self.calls: list[tuple[int, str]] = []
-        self._parser = Connection(Role.CLIENT)
-
-    def send_encoded(self, frame: bytes, max_pending: int = 256, policy: str = "close") -> bool:
-        self.frames.append(frame)
-        self.calls.append((max_pending, policy))
-        return True
-
-    @property
-    def messages(self) -> list[str | bytes]:
-        parser = Connection(Role.CLIENT)
-        out: list[str | bytes] = []
-        for frame in self.frames:
-            for event in parser.receive_data(frame):
-                assert isinstance(event, TextMessage | BinaryMessage)
-                out.append(event[0])
-        return out
-
-    @property
-    def envelopes(self) -> list[dict[str, Any]]:
-        return [json.loads(m) for m in self.messages]
-
-    def ops(self, op: str) -> list[dict[str, Any]]:
-        return [e for e in self.envelopes if e["op"] == op]
-
-    def __repr__(self) -> str:
-        return f"Recorder({self.name!r})"
+    """:func:`helpers.run` with the hub tests' shorter deadline."""
+    return run(coro, timeout)
 
 
 @dataclass

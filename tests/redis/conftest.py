@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import io
 import itertools
-import json
 import shutil
 import signal
 import socket
@@ -27,14 +26,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fullduplex.protocol.connection import Connection, Role
-from fullduplex.protocol.events import BinaryMessage, TextMessage
-
 TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import free_port  # noqa: E402
+from helpers import Recorder, free_port  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -145,61 +141,6 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in servers:
             server.stop()
-
-
-class Recorder:
-    """An engine-like receiver that decodes every frame it is given (and can be
-    closed, as the hub does to members whose feed it cannot continue)."""
-
-    def __init__(self, name: str = "") -> None:
-        self.name = name
-        self.frames: list[bytes] = []
-        self.closed: tuple[int | None, str] | None = None
-
-    def send_encoded(self, frame: bytes, max_pending: int = 256, policy: str = "close") -> bool:
-        if self.closed is not None:
-            return False
-        self.frames.append(frame)
-        return True
-
-    def close(self, code: int | None = None, reason: str = "") -> None:
-        self.closed = (code, reason)
-
-    @property
-    def messages(self) -> list[str | bytes]:
-        parser = Connection(Role.CLIENT)
-        out: list[str | bytes] = []
-        for frame in self.frames:
-            for event in parser.receive_data(frame):
-                assert isinstance(event, TextMessage | BinaryMessage)
-                out.append(event[0])
-        return out
-
-    def last(self) -> dict[str, Any] | None:
-        """The last envelope received (decoding only that frame), or None."""
-        if not self.frames:
-            return None
-        events = Connection(Role.CLIENT).receive_data(self.frames[-1])
-        message = events[0][0]
-        assert isinstance(message, str)
-        data: dict[str, Any] = json.loads(message)
-        return data
-
-    @property
-    def envelopes(self) -> list[dict[str, Any]]:
-        return [json.loads(m) for m in self.messages]
-
-    def ops(self, op: str) -> list[dict[str, Any]]:
-        return [e for e in self.envelopes if e["op"] == op]
-
-    def data(self, room: str | None = None) -> list[Any]:
-        return [e["data"] for e in self.ops("message") if room is None or e["room"] == room]
-
-    def offsets(self, room: str | None = None) -> list[int]:
-        return [e["offset"] for e in self.ops("message") if room is None or e["room"] == room]
-
-    def __repr__(self) -> str:
-        return f"Recorder({self.name!r})"
 
 
 _prefixes = itertools.count(1)
