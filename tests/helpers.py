@@ -7,6 +7,7 @@ seeded generators so a failing size reproduces byte for byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import random
@@ -14,10 +15,11 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fullduplex import App
 from fullduplex.protocol.connection import Connection, Role
 from fullduplex.protocol.events import BinaryMessage, TextMessage
 
@@ -46,6 +48,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOCALHOST, 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(routes: list[Any], **settings: Any) -> AsyncIterator[Any]:
+    """Serve an App on a free loopback port; bounded shutdown on exit."""
+    settings.setdefault("access_log", False)
+    app = App(routes, **settings)
+    server = await app.serve(LOCALHOST, 0)
+    try:
+        yield server
+    finally:
+        await server.shutdown(drain_timeout=1.0)
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:

@@ -11,7 +11,7 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import run  # noqa: E402
+from helpers import run, serving  # noqa: E402
 
 import fullduplex.client as client_module  # noqa: E402
 from fullduplex import App, HandshakeFailed, WebSocket, WebSocketHandler  # noqa: E402
@@ -55,17 +55,6 @@ async def three_and_close(ws: WebSocket) -> None:
     for i in range(3):
         await ws.send(f"m{i}")
     await ws.close(1000, "that's all")
-
-
-@contextlib.asynccontextmanager
-async def serving(routes: list[Any], **settings: Any) -> AsyncIterator[Any]:
-    settings.setdefault("access_log", False)
-    app = App(routes, **settings)
-    server = await app.serve(HOST, 0)
-    try:
-        yield server
-    finally:
-        await server.shutdown(drain_timeout=1.0)
 
 
 def ws_url(server: Any, path: str = "/") -> str:

@@ -17,7 +17,6 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from helpers import (  # noqa: E402
     make_self_signed_cert,
     run,
     server_ssl_context,
+    serving,
 )
 
 from fullduplex import App, WebSocket, WebSocketHandler  # noqa: E402
@@ -42,17 +42,6 @@ from fullduplex.protocol.errors import ConnectionClosed  # noqa: E402
 HOST = "127.0.0.1"
 KiB = 1024
 MiB = 1024 * KiB
-
-
-@contextlib.asynccontextmanager
-async def serving(routes: list[Any], **settings: Any) -> AsyncIterator[Any]:
-    settings.setdefault("access_log", False)
-    app = App(routes, **settings)
-    server = await app.serve(HOST, 0)
-    try:
-        yield server
-    finally:
-        await server.shutdown(drain_timeout=1.0)
 
 
 class RawWS:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,9 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import run  # noqa: E402
+from helpers import run, serving  # noqa: E402
 
-from fullduplex import App, WebSocket, WebSocketClosedError, WebSocketHandler  # noqa: E402
+from fullduplex import WebSocket, WebSocketClosedError, WebSocketHandler  # noqa: E402
 from fullduplex.client import websocket_connect  # noqa: E402
 from fullduplex.protocol.deflate import DeflateOptions  # noqa: E402
 from fullduplex.protocol.errors import ConnectionClosed, HandshakeFailed  # noqa: E402
@@ -37,18 +35,6 @@ HOST = "127.0.0.1"
 
 
 # ----------------------------------------------------------------------- helpers
-
-
-@contextlib.asynccontextmanager
-async def serving(routes: list[Any], **settings: Any) -> AsyncIterator[Any]:
-    """Serve an App on a free loopback port; bounded shutdown on exit."""
-    settings.setdefault("access_log", False)
-    app = App(routes, **settings)
-    server = await app.serve(HOST, 0)
-    try:
-        yield server
-    finally:
-        await server.shutdown(drain_timeout=1.0)
 
 
 def url(server: Any, path: str = "/") -> str:
