@@ -291,3 +291,32 @@ class Recorder:
 
     def __repr__(self) -> str:
         return f"Recorder({self.name!r})"
+
+
+# ------------------------------------------------- rooms protocol, client side
+
+
+async def room_send(conn: Any, **request: Any) -> None:
+    """Send one rooms-protocol request (our client, or a ``websockets`` connection)."""
+    from fullduplex.client import WebSocketClientConnection
+
+    if isinstance(conn, WebSocketClientConnection):
+        await conn.write_message(json.dumps(request))
+    else:
+        await conn.send(json.dumps(request))
+
+
+async def room_recv(conn: Any) -> dict[str, Any]:
+    """The next rooms-protocol envelope, within 5 s."""
+    message = await asyncio.wait_for(conn.read_message(), 5)
+    assert isinstance(message, str), message
+    data: dict[str, Any] = json.loads(message)
+    return data
+
+
+async def room_join(conn: Any, room: str, **extra: Any) -> dict[str, Any]:
+    """Join ``room`` and return the ``joined`` reply."""
+    await room_send(conn, op="join", room=room, **extra)
+    reply = await room_recv(conn)
+    assert reply["op"] == "joined", reply
+    return reply

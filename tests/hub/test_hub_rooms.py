@@ -9,6 +9,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import websockets
+from helpers import room_join as join
+from helpers import room_recv as recv
+from helpers import room_send as send
 
 from fullduplex.client import WebSocketClientConnection, websocket_connect
 from fullduplex.hub import MemoryHub
@@ -37,29 +40,6 @@ async def connect(url: str, user: str | None = None) -> WebSocketClientConnectio
     return await websocket_connect(
         url + (f"?user={user}" if user else ""), ping_interval=None, open_timeout=5
     )
-
-
-async def send(conn: Any, **request: Any) -> None:
-    if isinstance(conn, WebSocketClientConnection):
-        await conn.write_message(json.dumps(request))
-    else:  # a websockets connection
-        await conn.send(json.dumps(request))
-
-
-async def recv(conn: WebSocketClientConnection) -> dict[str, Any]:
-    import asyncio
-
-    message = await asyncio.wait_for(conn.read_message(), 5)
-    assert isinstance(message, str), message
-    data: dict[str, Any] = json.loads(message)
-    return data
-
-
-async def join(conn: WebSocketClientConnection, room: str, **extra: Any) -> dict[str, Any]:
-    await send(conn, op="join", room=room, **extra)
-    reply = await recv(conn)
-    assert reply["op"] == "joined", reply
-    return reply
 
 
 def test_join_publish_receive(kit: SimpleNamespace) -> None:

@@ -7,14 +7,15 @@ reconnects to the *other* node with ``since`` gets exactly what it missed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers import room_join as join
+from helpers import room_recv as recv
+from helpers import room_send as send
 
 from fullduplex.client import WebSocketClientConnection, websocket_connect
 from fullduplex.hub.redis import RedisHub
@@ -40,24 +41,6 @@ async def node(hub: RedisHub | str) -> AsyncIterator[tuple[str, App]]:
 
 async def connect(url: str, user: str) -> WebSocketClientConnection:
     return await websocket_connect(f"{url}?user={user}", ping_interval=None, open_timeout=5)
-
-
-async def send(conn: WebSocketClientConnection, **request: Any) -> None:
-    await conn.write_message(json.dumps(request))
-
-
-async def recv(conn: WebSocketClientConnection) -> dict[str, Any]:
-    message = await asyncio.wait_for(conn.read_message(), 5)
-    assert isinstance(message, str), message
-    data: dict[str, Any] = json.loads(message)
-    return data
-
-
-async def join(conn: WebSocketClientConnection, room: str, **extra: Any) -> dict[str, Any]:
-    await send(conn, op="join", room=room, **extra)
-    reply = await recv(conn)
-    assert reply["op"] == "joined", reply
-    return reply
 
 
 def test_chat_across_two_nodes_and_resume_on_the_other_node(
