@@ -1,4 +1,4 @@
-"""Consumers in the style of Django Channels (S10), built on :class:`WebSocketHandler`.
+"""Consumers in the style of Django Channels, built on :class:`WebSocketHandler`.
 
 A consumer is a WebSocket handler whose hooks receive ASGI-like event dicts::
 
@@ -24,10 +24,10 @@ import logging
 from typing import Any
 
 from .engine import Message
-from .protocol.errors import HandshakeRejected
-from .protocol.handshake import ServerHandshake
+from .protocol.errors import FullDuplexError, HandshakeRejected
 from .server.web import HTTPError
 from .server.websocket import WebSocketHandler
+from .transports.base import MessageConnection, send_and_drain
 
 __all__ = ["AsyncWebsocketConsumer", "StopConsumer", "WebsocketConsumer"]
 
@@ -36,7 +36,7 @@ Event = dict[str, Any]
 logger = logging.getLogger("fullduplex.websocket")
 
 
-class StopConsumer(Exception):
+class StopConsumer(FullDuplexError):
     """Raise from a hook to end the consumer: rejects a pending connection (403),
     closes an open one (1000)."""
 
@@ -51,15 +51,11 @@ class _ConsumerBase(WebSocketHandler):
 
     def _precheck(self) -> bool:
         """Would the upgrade succeed? False leaves the rejection to ``upgrade()``."""
-        request = self.request
-        handshake = ServerHandshake(request.to_protocol_request(), self._limits())
         try:
-            handshake.validate()
+            handshake = self.check_request()
         except HandshakeRejected:
             return False
-        origin = handshake.origin
-        if origin is not None and not self.check_origin(origin):
-            return False
+        request = self.request
         remote = request.remote
         client = tuple(remote[:2]) if isinstance(remote, tuple) else (request.remote_ip, 0)
         self.scope = {
@@ -83,25 +79,30 @@ class _ConsumerBase(WebSocketHandler):
     # ------------------------------------------------------ sync primitives
 
     def _accept(self, subprotocol: str | None) -> None:
-        if self.engine is None and not self._accepted:
+        if self.connection is None and not self._accepted:
             self._accepted = True
             self._subprotocol = subprotocol
             self._pending = []
 
-    def _send(self, text_data: str | None, bytes_data: bytes | None) -> asyncio.Future[None] | None:
+    def _outgoing(
+        self, text_data: str | None, bytes_data: bytes | None
+    ) -> tuple[MessageConnection, Message] | None:
+        """The connection and the message to send now, or None when the message was
+        queued to go out right after the ``101`` (sent during ``connect()``)."""
         if text_data is None and bytes_data is None:
             raise ValueError("send() needs text_data or bytes_data")
         data: str | bytes = text_data if text_data is not None else bytes_data  # type: ignore[assignment]
-        if self.engine is None:
+        connection = self.connection
+        if connection is None:
             self._accept(None)  # as in ASGI: sending before accept() accepts
             assert self._pending is not None
             self._pending.append((data, None))
             return None
-        return self.write_message(data, binary=isinstance(data, bytes))
+        return connection, data
 
     def _close(self, code: int | None, reason: str | None) -> None:
         code = 1000 if code is None else code
-        if self.engine is not None:
+        if self.connection is not None:
             WebSocketHandler.close(self, code, reason)
         elif self._pending is not None:  # accepted during connect: close after the 101
             self._pending.append((None, code))
@@ -113,11 +114,13 @@ class _ConsumerBase(WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         pending, self._pending = self._pending or [], None
+        connection = self.connection
+        assert connection is not None
         for data, code in pending:
             if data is None:
                 WebSocketHandler.close(self, code)
                 break
-            self.write_message(data, binary=isinstance(data, bytes))
+            connection.send(data)
 
     @staticmethod
     def _receive_event(message: Message) -> Event:
@@ -176,7 +179,9 @@ class WebsocketConsumer(_ConsumerBase):
         close: bool | int = False,
     ) -> None:
         if text_data is not None or bytes_data is not None:
-            self._send(text_data, bytes_data)
+            outgoing = self._outgoing(text_data, bytes_data)
+            if outgoing is not None:
+                outgoing[0].send(outgoing[1])
         if close:
             self.close(None if close is True else int(close))
 
@@ -240,9 +245,9 @@ class AsyncWebsocketConsumer(_ConsumerBase):
     ) -> None:
         """Send, then wait while the write buffer is above its high-water mark."""
         if text_data is not None or bytes_data is not None:
-            drained = self._send(text_data, bytes_data)
-            if drained is not None:
-                await drained
+            outgoing = self._outgoing(text_data, bytes_data)
+            if outgoing is not None:
+                await send_and_drain(*outgoing)
         if close:
             await self.close(None if close is True else int(close))
 
@@ -268,4 +273,4 @@ class AsyncWebsocketConsumer(_ConsumerBase):
 
     def on_close(self) -> None:
         task = asyncio.ensure_future(self._on_disconnect(self._disconnect_event()))
-        self.app._track_task(task)
+        self.app.track_task(task)

@@ -1,4 +1,4 @@
-"""A WebSocket read with ``await receive()``: function views (S15) and the client (S4)."""
+"""A WebSocket read with ``await receive()``: function views and the client."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from .engine import Message, MessageQueue, WebSocketEngine
 from .protocol.errors import ConnectionClosed
+from .transports.base import MessageConnection, send_and_drain
 
 __all__ = ["WebSocket"]
 
@@ -19,6 +20,10 @@ class WebSocket:
     ``receive()`` raises :class:`ConnectionClosed` once the connection is over;
     ``read_message()`` returns ``None`` instead (Tornado's client convention);
     ``async for message in ws`` stops at the end of the connection.
+
+    Sending and the connection's state go through ``self.connection`` (the
+    :class:`~fullduplex.transports.base.MessageConnection`); ``self.engine`` is the
+    same object seen as a WebSocket engine (reading, pings, waiting for the close).
     """
 
     def __init__(
@@ -28,6 +33,8 @@ class WebSocket:
         on_closed: Callable[[int, str], None] | None = None,
     ) -> None:
         self.engine = engine
+        #: The connection, as every handler style sees it.
+        self.connection: MessageConnection = engine
         self._queue = MessageQueue(engine, on_closed)
         #: The HTTP request of the opening handshake (server side), else None.
         self.request = request
@@ -60,10 +67,7 @@ class WebSocket:
 
     async def send(self, message: Message, binary: bool | None = None) -> None:
         """Send one message and wait while the write buffer is above its high-water mark."""
-        engine = self.engine
-        engine.send(message, binary)
-        if engine.write_paused:
-            await engine.drain()
+        await send_and_drain(self.connection, message, binary)
 
     async def write_message(self, message: Message, binary: bool = False) -> None:
         """Tornado-style send: ``str`` as text, bytes as binary; ``binary=True`` sends a
@@ -90,33 +94,32 @@ class WebSocket:
     @property
     def closed(self) -> bool:
         """True once the TCP connection is gone."""
-        return self.engine.closed
+        return self.connection.closed
 
     @property
     def close_code(self) -> int | None:
         """The close code (1005: none given, 1006: no closing handshake); None while open."""
-        return self.engine.close_code
+        return self.connection.close_code
 
     @property
     def close_reason(self) -> str:
         """The close reason the peer gave, if any."""
-        return self.engine.close_reason
+        return self.connection.close_reason
 
     @property
     def subprotocol(self) -> str | None:
-        """The subprotocol agreed in the handshake (S11)."""
-        return self.engine.connection.subprotocol
+        """The subprotocol agreed in the handshake."""
+        return self.connection.subprotocol
 
     @property
     def remote_address(self) -> Any:
         """The peer's address as reported by the socket."""
-        transport = self.engine.transport
-        return transport.get_extra_info("peername") if transport is not None else None
+        return self.connection.remote_address
 
     @property
     def buffered_amount(self) -> int:
         """Bytes queued for sending but not yet handed to the OS."""
-        return self.engine.buffered_amount()
+        return self.connection.buffered_amount()
 
     async def __aenter__(self) -> WebSocket:
         return self

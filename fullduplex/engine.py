@@ -30,6 +30,7 @@ from .protocol.events import (
     ProtocolViolation,
     TextMessage,
 )
+from .transports.base import DEFAULT_MAX_PENDING, Broadcast
 
 __all__ = ["EngineOptions", "MessageQueue", "Sink", "WebSocketEngine"]
 
@@ -74,7 +75,14 @@ class Sink(Protocol):
 
 
 class WebSocketEngine(asyncio.Protocol):
-    """Drives one WebSocket connection over an asyncio transport."""
+    """Drives one WebSocket connection over an asyncio transport.
+
+    The WebSocket implementation of
+    :class:`~fullduplex.transports.base.MessageConnection`, what handlers and the hub use.
+    """
+
+    #: Which transport carries the connection (see MessageConnection).
+    transport_name = "websocket"
 
     # One engine per connection: slots keep an idle connection small.
     __slots__ = (
@@ -424,14 +432,19 @@ class WebSocketEngine(asyncio.Protocol):
             data = conn.send_binary(message)
         transport.write(data)
 
-    def send_encoded(self, frame: bytes, max_pending: int = 256, policy: str = "close") -> bool:
-        """Write a frame encoded once for many receivers (broadcast); False if not sent.
+    def send_broadcast(
+        self, broadcast: Broadcast, max_pending: int = DEFAULT_MAX_PENDING, policy: str = "close"
+    ) -> bool:
+        """Write a message encoded once for many receivers (broadcast); False if not sent.
 
         While the peer is slow (write buffer above its high-water mark) frames wait in
         a queue of at most ``max_pending`` frames; when it is full, ``policy`` decides:
         ``"close"`` closes the connection with 1013 (default), ``"drop_oldest"``
         discards the oldest waiting frame, ``"latest"`` keeps only the newest.
         """
+        frame = broadcast.cached_websocket_frame
+        if frame is None:
+            frame = broadcast.websocket_frame()
         transport = self.transport
         if transport is None or self.connection.close_sent is not None:
             return False
@@ -461,6 +474,12 @@ class WebSocketEngine(asyncio.Protocol):
         pending.append(frame)
         return True
 
+    def send_encoded(
+        self, frame: bytes, max_pending: int = DEFAULT_MAX_PENDING, policy: str = "close"
+    ) -> bool:
+        """:meth:`send_broadcast` for a frame the caller encoded itself."""
+        return self.send_broadcast(Broadcast.from_websocket_frame(frame), max_pending, policy)
+
     def _flush_pending(self) -> None:
         """Move waiting broadcast frames to the transport while it accepts them."""
         pending = self._pending
@@ -471,6 +490,17 @@ class WebSocketEngine(asyncio.Protocol):
             transport.write(pending.popleft())
         if not pending:
             self._pending = None
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the opening handshake, if any."""
+        return self.connection.subprotocol
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address as the socket reports it (None once closed)."""
+        transport = self.transport
+        return transport.get_extra_info("peername") if transport is not None else None
 
     @property
     def write_paused(self) -> bool:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from fullduplex import App
 from fullduplex.protocol.connection import Connection, Role
 from fullduplex.protocol.events import BinaryMessage, TextMessage
+from fullduplex.transports import Broadcast
 
 __all__ = [
     "LOCALHOST",
@@ -232,7 +233,8 @@ def client_ssl_context(cert: Path) -> ssl.SSLContext:
 
 
 class Recorder:
-    """An engine-like hub member that records every frame it is given.
+    """A hub member (a :class:`~fullduplex.transports.BroadcastReceiver`) that records
+    the WebSocket frame of every message it is given.
 
     ``frames`` keeps the frame objects themselves so tests can check that all
     receivers got the very same bytes (encoded once); ``calls`` the slow-consumer
@@ -246,10 +248,12 @@ class Recorder:
         self.calls: list[tuple[int, str]] = []
         self.closed: tuple[int | None, str] | None = None
 
-    def send_encoded(self, frame: bytes, max_pending: int = 256, policy: str = "close") -> bool:
+    def send_broadcast(
+        self, broadcast: Broadcast, max_pending: int = 256, policy: str = "close"
+    ) -> bool:
         if self.closed is not None:
             return False
-        self.frames.append(frame)
+        self.frames.append(broadcast.websocket_frame())
         self.calls.append((max_pending, policy))
         return True
 

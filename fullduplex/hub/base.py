@@ -29,17 +29,15 @@ import json
 import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
-from ..engine import WebSocketEngine
 from ..protocol.errors import FullDuplexError
-from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
-
-if TYPE_CHECKING:
-    from ..server.websocket import WebSocketHandler
+from ..transports.base import DEFAULT_MAX_PENDING, Broadcast, BroadcastReceiver
 
 __all__ = [
+    "DEFAULT_MAX_PENDING",
     "POLICIES",
+    "Broadcast",
     "Entry",
     "Gap",
     "Hub",
@@ -50,6 +48,7 @@ __all__ = [
     "Receiver",
     "RoomOptions",
     "broadcast",
+    "deliver",
     "deliver_frame",
     "dumps",
     "encode_message_frame",
@@ -60,15 +59,13 @@ __all__ = [
     "resolve_since",
 ]
 
-#: What a message can be delivered to: a handler (its ``engine`` is used) or an engine.
-Receiver: TypeAlias = "WebSocketHandler | WebSocketEngine"
+#: What a message can be delivered to: a connection, or a handler that has one.
+Receiver: TypeAlias = BroadcastReceiver
 
 #: Slow-consumer policies, applied when ``max_pending`` frames wait for one receiver.
 Policy: TypeAlias = Literal["close", "drop_oldest", "latest"]
 POLICIES: Final = frozenset(("close", "drop_oldest", "latest"))
 
-#: Broadcast frames that may wait for one slow receiver before its policy applies.
-DEFAULT_MAX_PENDING: Final = 256
 #: Messages kept per room for late joiners and reconnects.
 DEFAULT_HISTORY_SIZE: Final = 100
 
@@ -106,14 +103,36 @@ def new_epoch() -> str:
 
 def encode_message_frame(message: str | bytes) -> bytes:
     """One unmasked frame for ``message``: text for ``str``, binary for bytes."""
-    if isinstance(message, str):
-        return encode_frame(OP_TEXT, message.encode("utf-8"))
-    return encode_frame(OP_BINARY, message)
+    return Broadcast(message).websocket_frame()
 
 
 def _check_policy(policy: str) -> None:
     if policy not in POLICIES:
         raise ValueError(f"unknown slow-consumer policy {policy!r}; use one of {sorted(POLICIES)}")
+
+
+def deliver(
+    receivers: Iterable[Receiver],
+    message: Broadcast,
+    *,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    policy: str = "close",
+    exclude: Collection[object] = (),
+) -> int:
+    """Hand one shared ``message`` to every receiver; returns how many took it.
+
+    Receivers that are closed (or not yet connected) are skipped; a slow one gets the
+    message queued or the ``policy`` applied (see
+    :meth:`~fullduplex.transports.base.BroadcastReceiver.send_broadcast`). Synchronous:
+    no task or future is created, whatever the number of receivers.
+    """
+    sent = 0
+    for receiver in receivers:
+        if exclude and receiver in exclude:
+            continue
+        if receiver.send_broadcast(message, max_pending, policy):
+            sent += 1
+    return sent
 
 
 def deliver_frame(
@@ -124,22 +143,15 @@ def deliver_frame(
     policy: str = "close",
     exclude: Collection[object] = (),
 ) -> int:
-    """Write an already encoded ``frame`` to every receiver; returns how many took it.
-
-    Receivers that are closed (or not yet upgraded) are skipped; a slow one gets the
-    frame queued or the ``policy`` applied (see
-    :meth:`~fullduplex.engine.WebSocketEngine.send_encoded`). Synchronous: no task or
-    future is created, whatever the number of receivers.
-    """
-    sent = 0
-    for receiver in receivers:
-        if exclude and receiver in exclude:
-            continue
-        # A handler has an ``engine``; an engine is its own.
-        engine: WebSocketEngine | None = getattr(receiver, "engine", receiver)  # type: ignore[arg-type]
-        if engine is not None and engine.send_encoded(frame, max_pending, policy):
-            sent += 1
-    return sent
+    """:func:`deliver` for a WebSocket frame the caller encoded itself (unmasked,
+    unfragmented, uncompressed): the frame is shared as is."""
+    return deliver(
+        receivers,
+        Broadcast.from_websocket_frame(frame),
+        max_pending=max_pending,
+        policy=policy,
+        exclude=exclude,
+    )
 
 
 def broadcast(
@@ -149,16 +161,14 @@ def broadcast(
     max_pending: int = DEFAULT_MAX_PENDING,
     policy: Policy = "close",
 ) -> int:
-    """Send ``message`` to every receiver, encoding the frame once; returns deliveries.
+    """Send ``message`` to every receiver, encoding it once; returns deliveries.
 
-    ``str`` goes as a text message, bytes as binary. Uncompressed even on connections
-    that negotiated permessage-deflate (allowed by RFC 7692 §6: RSV1 clear), which is
-    what lets one frame serve them all.
+    ``str`` goes as a text message, bytes as binary. On WebSocket it is one
+    uncompressed frame, even on connections that negotiated permessage-deflate
+    (allowed by RFC 7692 §6: RSV1 clear), which is what lets one frame serve them all.
     """
     _check_policy(policy)
-    return deliver_frame(
-        receivers, encode_message_frame(message), max_pending=max_pending, policy=policy
-    )
+    return deliver(receivers, Broadcast(message), max_pending=max_pending, policy=policy)
 
 
 # ----------------------------------------------------------------- envelopes
@@ -278,7 +288,7 @@ class Hub(abc.ABC):
     """Rooms, presence and history; subclass for a backend.
 
     ``member`` is a connection of this process (a
-    :class:`~fullduplex.server.websocket.WebSocketHandler` or an engine); ``user`` is
+    :class:`~fullduplex.transports.base.BroadcastReceiver`: a handler or a connection); ``user`` is
     the name presence reports (None: an anonymous member, not listed). Delivery
     contract for every backend: after :meth:`join` returns, the member receives each
     message with an offset above ``JoinResult.offset`` exactly once and in order, and

@@ -150,10 +150,8 @@ class App:
     the pattern syntax. The static-file route and ``client_js_url`` are matched before
     the application's routes.
 
-    ``_connections`` is the registry of live connections (HTTP keep-alive ones and
-    upgraded WebSocket ones): objects with ``async shutdown(code=1001)`` and
-    ``abort()`` (:class:`~fullduplex.server.http.ManagedConnection`). WebSocket
-    connections add themselves when they open and discard themselves when they close.
+    :attr:`connections` is the registry of live connections, which graceful shutdown
+    closes; :meth:`track_task` keeps connection tasks alive until they end.
 
     Hooks, each called with the app (sync or async): ``on_startup`` before the first
     ``serve()`` listens, ``on_shutdown`` when a graceful shutdown begins (listening has
@@ -297,19 +295,16 @@ class App:
             )
         return self._ws_limits
 
-    def _websocket_opened(self, handler: Any) -> None:
-        """A WebSocket handler took its connection: register its engine for shutdown."""
-        engine = getattr(handler, "engine", None)
-        if engine is not None:
-            self._connections.add(engine)
+    @property
+    def connections(self) -> set[ManagedConnection]:
+        """The registry of live connections: HTTP keep-alive ones and upgraded
+        WebSocket ones, each with ``async shutdown(code=1001)`` and ``abort()``
+        (:class:`~fullduplex.server.http.ManagedConnection`). Connections add themselves
+        when they open and discard themselves when they close; graceful shutdown
+        reaches every one of them."""
+        return self._connections
 
-    def _websocket_closed(self, handler: Any) -> None:
-        """A WebSocket connection ended: drop it from the registry."""
-        engine = getattr(handler, "engine", None)
-        if engine is not None:
-            self._connections.discard(engine)
-
-    def _track_task(self, task: asyncio.Task[Any]) -> None:
+    def track_task(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a connection's task (function views) until it ends;
         shutdown cancels those still running once every connection is gone."""
         self._tasks.add(task)
@@ -682,7 +677,7 @@ class Server:
     def abort(self) -> None:
         """Stop listening and drop every connection of the app at once."""
         self._server.close()
-        for connection in list(self.app._connections):
+        for connection in list(self.app.connections):
             connection.abort()
 
     async def shutdown(self, drain_timeout: float | None = None) -> None:

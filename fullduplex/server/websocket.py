@@ -1,10 +1,16 @@
-"""WebSocket endpoints of the server: Tornado-style handlers (S3) and function views (S15).
+"""WebSocket endpoints of the server: Tornado-style handlers and function views.
 
 The HTTP protocol routes an upgrade request here; :meth:`WebSocketHandler.upgrade`
-runs the opening handshake (validation, origin check, subprotocol, compression),
-then hands the socket to a :class:`~fullduplex.engine.WebSocketEngine` whose sink is
-the handler itself, so a message goes from the parser to ``on_message`` with no
-adapter in between.
+runs the opening handshake in two halves. :meth:`~WebSocketHandler.negotiate` decides
+(validation, origin check, subprotocol, compression) and yields the ``101`` response
+and the protocol connection, or a rejection; :meth:`~WebSocketHandler.switch` hands the
+socket to a :class:`~fullduplex.engine.WebSocketEngine` whose sink is the handler
+itself, so a message goes from the parser to ``on_message`` with no adapter in between.
+Another transport, or an adapter for another server, reuses the first half.
+
+Handlers send and close through ``self.connection``, the
+:class:`~fullduplex.transports.base.MessageConnection`; ``self.engine`` is the same
+object seen as a WebSocket engine (pings, reading control).
 """
 
 from __future__ import annotations
@@ -19,10 +25,17 @@ from urllib.parse import urlsplit
 
 from ..endpoint import WebSocket
 from ..engine import EngineOptions, Message, WebSocketEngine
+from ..protocol.connection import Connection
 from ..protocol.deflate import DeflateOptions
 from ..protocol.errors import ConnectionClosed, HandshakeRejected
 from ..protocol.handshake import ServerHandshake, reject
 from ..protocol.limits import Limits
+from ..transports.base import (
+    DEFAULT_MAX_PENDING,
+    Broadcast,
+    MessageConnection,
+    send_then_drain,
+)
 from .web import RequestHandler
 
 __all__ = [
@@ -40,7 +53,7 @@ _DEFAULT_DEFLATE = DeflateOptions()
 
 
 def origin_allowed(origin: str, host: str | None, allowed: list[str] | None) -> bool:
-    """Same-origin unless ``allowed`` lists it (S12, like gorilla's CheckOrigin).
+    """Same-origin unless ``allowed`` lists it.
 
     ``allowed`` holds full origins (``"https://example.com"``), bare host names
     (``"example.com"``) or ``"*"``.
@@ -71,6 +84,9 @@ class WebSocketHandler(RequestHandler):
     #: Marks the route as a WebSocket endpoint for the HTTP protocol.
     is_websocket: ClassVar[bool] = True
 
+    #: The open connection (None before the upgrade): what to send and close through.
+    connection: MessageConnection | None = None
+    #: The same connection as a WebSocket engine (pings, reading control).
     engine: WebSocketEngine | None = None
     close_code: int | None = None
     close_reason: str | None = None
@@ -105,7 +121,7 @@ class WebSocketHandler(RequestHandler):
         )
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        """Pick one of the client's subprotocols (S11); None accepts without one."""
+        """Pick one of the client's subprotocols; None accepts without one."""
         return None
 
     def get_compression_options(self) -> DeflateOptions | None:
@@ -124,22 +140,30 @@ class WebSocketHandler(RequestHandler):
         ``binary=True`` sends a ``str`` as binary too. The returned future resolves
         once the write buffer is below its high-water mark (await it for backpressure).
         """
-        engine = self.engine
-        if engine is None:
+        connection = self.connection
+        if connection is None:
             raise WebSocketClosedError(1006, "not connected")
         if isinstance(message, dict):
             message = json.dumps(message)
-        engine.send(message, True if binary else None)
-        if engine.write_paused:
-            drained = asyncio.ensure_future(engine.drain())
+        drain = send_then_drain(connection, message, True if binary else None)
+        if drain is not None:
+            drained = asyncio.ensure_future(drain)
             # Tornado-style code often ignores this future: don't log its failure then.
             drained.add_done_callback(_consume_exception)
             return drained
         done = self._done
         if done is None:
-            done = self._done = engine.loop.create_future()
+            done = self._done = asyncio.get_running_loop().create_future()
             done.set_result(None)
         return done
+
+    def send_broadcast(
+        self, broadcast: Broadcast, max_pending: int = DEFAULT_MAX_PENDING, policy: str = "close"
+    ) -> bool:
+        """Write a message shared by many receivers (what the hub calls); False when
+        not connected, closed, or dropped by the slow-consumer ``policy``."""
+        connection = self.connection
+        return connection is not None and connection.send_broadcast(broadcast, max_pending, policy)
 
     def ping(self, data: bytes | str = b"") -> asyncio.Future[float]:
         """Send a ping; the future resolves when its pong arrives."""
@@ -151,11 +175,11 @@ class WebSocketHandler(RequestHandler):
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Start the closing handshake (``code`` defaults to 1000 when a reason is given)."""
-        if self.engine is None:
+        if self.connection is None:
             return
         if code is None and reason:
             code = 1000
-        self.engine.close(code, reason or "")
+        self.connection.close(code, reason or "")
 
     @property
     def ws_connection(self) -> WebSocketEngine | None:
@@ -170,7 +194,8 @@ class WebSocketHandler(RequestHandler):
         self._closed_called = True
         self.close_code = code
         self.close_reason = reason
-        self.app._websocket_closed(self)
+        if self.engine is not None:
+            self.app.connections.discard(self.engine)
         self.on_close()
 
     # ------------------------------------------------------------ upgrade
@@ -189,54 +214,69 @@ class WebSocketHandler(RequestHandler):
             limits = self._limits_cache = self.get_limits()
         return limits
 
+    def check_request(self) -> ServerHandshake:
+        """Validate the upgrade request and its ``Origin``; raises HandshakeRejected."""
+        handshake = ServerHandshake(self.request.to_protocol_request(), self._limits())
+        handshake.validate()
+        origin = handshake.origin
+        if origin is not None and not self.check_origin(origin):
+            raise HandshakeRejected(403, f"origin {origin!r} is not allowed")
+        return handshake
+
+    def negotiate(self) -> tuple[bytes, Connection]:
+        """The transport-independent half of the upgrade: check the request, choose the
+        subprotocol and compression; returns the ``101`` response and the protocol
+        connection. Raises :class:`HandshakeRejected` (status and reason) to refuse."""
+        handshake = self.check_request()
+        offered = handshake.subprotocols
+        subprotocol = self.select_subprotocol(offered) if offered else None
+        self.selected_subprotocol = subprotocol
+        return handshake.accept(
+            subprotocol=subprotocol,
+            deflate=self.get_compression_options(),
+            extra_headers=self._extra_handshake_headers(),
+            limits=self._limits(),
+        )
+
     def upgrade(self, transport: asyncio.Transport, leftover: bytes) -> bool:
         """Run the opening handshake on ``transport``; True if the connection is now ours.
 
         On False the response (400/403/426…) was written and the caller goes on with
         HTTP as usual (the rejection responses ask for ``Connection: close``).
         """
-        request = self.request
-        handshake = ServerHandshake(request.to_protocol_request(), self._limits())
         try:
-            handshake.validate()
-            origin = handshake.origin
-            if origin is not None and not self.check_origin(origin):
-                logger.warning(
-                    "rejected WebSocket from %s: origin %r not allowed for %s",
-                    request.remote_ip,
-                    origin,
-                    request.path,
-                )
-                raise HandshakeRejected(403, f"origin {origin!r} is not allowed")
-            offered = handshake.subprotocols
-            subprotocol = self.select_subprotocol(offered) if offered else None
-            self.selected_subprotocol = subprotocol
-            response, connection = handshake.accept(
-                subprotocol=subprotocol,
-                deflate=self.get_compression_options(),
-                extra_headers=self._extra_handshake_headers(),
-                limits=self._limits(),
-            )
+            response, connection = self.negotiate()
         except HandshakeRejected as exc:
-            if exc.status != 403:
-                logger.info(
-                    "rejected WebSocket from %s for %s: %s %s",
-                    request.remote_ip,
-                    request.path,
-                    exc.status,
-                    exc.reason,
-                )
+            request = self.request
+            log = logger.warning if exc.status == 403 else logger.info
+            log(
+                "rejected WebSocket from %s for %s: %s %s",
+                request.remote_ip,
+                request.path,
+                exc.status,
+                exc.reason,
+            )
             transport.write(reject(exc))
             self._status_code = exc.status
             return False
+        self.switch(transport, response, connection, leftover)
+        return True
+
+    def switch(
+        self, transport: asyncio.Transport, response: bytes, connection: Connection, leftover: bytes
+    ) -> None:
+        """The WebSocket half of the upgrade: write the ``101``, put an engine on the
+        socket, register it with the app and run :meth:`open`."""
+        request = self.request
         name = f"{request.remote_ip} {request.path}"
         engine = WebSocketEngine(connection, self, options=self._engine_options(), name=name)
-        self.engine = engine
+        self.connection = self.engine = engine
         transport.write(response)
         transport.set_protocol(engine)
         self._status_code = 101
-        self.app._websocket_opened(self)
+        self.app.connections.add(engine)
         if logger.isEnabledFor(logging.INFO):
+            subprotocol = connection.subprotocol
             logger.info(
                 "%s opened%s%s",
                 name,
@@ -252,7 +292,7 @@ class WebSocketHandler(RequestHandler):
             logger.exception("error in open() of %s", name)
             engine.release()
             engine.close(1011, "internal error")
-            return True
+            return
         if result is not None and inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             task.add_done_callback(self._opened)
@@ -261,7 +301,6 @@ class WebSocketHandler(RequestHandler):
             engine.release()
             if leftover:
                 engine.data_received(leftover)
-        return True
 
     def _opened(self, task: asyncio.Future[Any]) -> None:
         engine = self.engine
@@ -282,7 +321,7 @@ class WebSocketHandler(RequestHandler):
 
 
 def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[WebSocketHandler]:
-    """Wrap ``async def view(ws)`` (S15) as a handler class for the route table.
+    """Wrap ``async def view(ws)`` as a handler class for the route table.
 
     The view runs as one task with a :class:`~fullduplex.endpoint.WebSocket`
     (``await ws.receive()``, ``await ws.send()``, ``async for``); when it returns the
@@ -298,10 +337,11 @@ def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[W
             # The queue becomes the engine's sink; on_close still runs once.
             self.ws = WebSocket(self.engine, self.request, on_closed=self.on_connection_closed)
             task = asyncio.ensure_future(self._run(*args, **kwargs))
-            self.app._track_task(task)
+            self.app.track_task(task)
 
         async def _run(self, *args: Any, **kwargs: Any) -> None:
-            assert self.ws is not None and self.engine is not None
+            assert self.ws is not None and self.connection is not None
+            connection = self.connection
             try:
                 if args or kwargs:
                     await self._view(self.ws, *args, **kwargs)
@@ -311,10 +351,10 @@ def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[W
                 pass
             except Exception:
                 logger.exception("error in WebSocket view %s", getattr(view, "__qualname__", view))
-                self.engine.close(1011, "internal error")
+                connection.close(1011, "internal error")
                 return
-            if not self.engine.closed:
-                self.engine.close(1000, "")
+            if not connection.closed:
+                connection.close(1000, "")
 
         def on_message(self, message: Message) -> None:  # replaced by the queue
             raise AssertionError("unreachable")

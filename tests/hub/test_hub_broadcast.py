@@ -8,10 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers import serving
 
+from fullduplex.client import websocket_connect
 from fullduplex.engine import EngineOptions, WebSocketEngine
 from fullduplex.hub import MemoryHub, broadcast
 from fullduplex.protocol.errors import ConnectionClosed
+from fullduplex.server.websocket import WebSocketHandler
 
 # Tiny buffers everywhere so that a reader that stops reading stalls the writer after
 # a few dozen kilobytes instead of megabytes.
@@ -21,24 +24,42 @@ SMALL = EngineOptions(
 
 
 def test_broadcast_text_and_binary_to_engines_and_handlers(kit: SimpleNamespace) -> None:
+    opened: list[WebSocketHandler] = []
+
+    class Handler(WebSocketHandler):
+        def open(self) -> None:
+            opened.append(self)
+
+        def on_message(self, message: str | bytes) -> None:
+            pass
+
     async def main() -> None:
         pairs = kit.Pairs()
         try:
-            conns = [await pairs.open() for _ in range(20)]
-            handler_like = SimpleNamespace(engine=conns[0].server)  # has an ``engine``
-            not_upgraded = SimpleNamespace(engine=None)
-            receivers: list[Any] = [handler_like, not_upgraded]
-            receivers += [c.server for c in conns[1:]]
-            assert broadcast(receivers, "hello") == 20
-            assert broadcast(receivers, b"\x00\xff") == 20
-            for c in conns:
-                assert await c.read() == "hello"
-                assert await c.read() == b"\x00\xff"
-            # A closed receiver is skipped, not an error.
-            conns[1].server.close(1000, "bye")
-            assert broadcast(receivers, "again") == 19
-            with pytest.raises(ValueError):
-                broadcast(receivers, "x", policy="bogus")  # type: ignore[arg-type]
+            async with serving([("/ws", Handler)], websocket_ping_interval=None) as server:
+                url = f"ws://127.0.0.1:{server.port}/ws"
+                clients = [await websocket_connect(url) for _ in range(3)]
+                await kit.wait_for(lambda: len(opened) == 3)
+                conns = [await pairs.open() for _ in range(17)]
+                # A handler whose connection is not (or no longer) open is skipped.
+                not_upgraded = Handler.__new__(Handler)
+                receivers: list[Any] = [*opened, not_upgraded, *(c.server for c in conns)]
+                assert broadcast(receivers, "hello") == 20
+                assert broadcast(receivers, b"\x00\xff") == 20
+                for client in clients:
+                    assert await client.read_message() == "hello"
+                    assert await client.read_message() == b"\x00\xff"
+                for c in conns:
+                    assert await c.read() == "hello"
+                    assert await c.read() == b"\x00\xff"
+                # A closed receiver is skipped, not an error.
+                conns[1].server.close(1000, "bye")
+                opened[0].close(1000, "bye")
+                assert broadcast(receivers, "again") == 18
+                with pytest.raises(ValueError):
+                    broadcast(receivers, "x", policy="bogus")  # type: ignore[arg-type]
+                for client in clients:
+                    await client.close()
         finally:
             await pairs.close()
 
@@ -46,7 +67,7 @@ def test_broadcast_text_and_binary_to_engines_and_handlers(kit: SimpleNamespace)
 
 
 def test_broadcast_encodes_once(kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fullduplex.hub.base as base
+    import fullduplex.transports.base as base
 
     calls: list[int] = []
     real = base.encode_frame  # type: ignore[attr-defined]

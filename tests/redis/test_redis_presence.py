@@ -25,8 +25,11 @@ import asyncio, sys
 from fullduplex.hub.redis import RedisHub
 
 class Member:
-    def send_encoded(self, frame, max_pending=256, policy="close"):
+    def send_broadcast(self, broadcast, max_pending=256, policy="close"):
         return True
+
+    def close(self, code=1000, reason=""):
+        pass
 
 async def main(url, prefix, room, user, ttl):
     hub = RedisHub.from_url(url, prefix=prefix, presence_ttl=float(ttl))
