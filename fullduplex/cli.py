@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .settings import DEFAULTS
+
 __all__ = ["load_app", "main"]
+
+#: What ``connect`` accepts unless told otherwise: as much as the echo services of the
+#: examples and the demo send back, so that they can be tried from a terminal.
+CONNECT_MAX_MESSAGE = 16 * 1024 * 1024
 
 
 def load_app(spec: str) -> Any:
@@ -68,7 +74,11 @@ def _add_server_options(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--certfile", help="TLS certificate chain (PEM): serve wss:// and https://")
     parser.add_argument("--keyfile", help="TLS private key (PEM), if not in --certfile")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
-    parser.add_argument("--redis", metavar="URL", help="hub backend: redis://host:port/db")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="hub backend: redis://host:port/db (default: the app's hub setting)",
+    )
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -210,7 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument(
         "--insecure", action="store_true", help="wss:// without certificate checks"
     )
-    connect.add_argument("--max-message-size", type=int, default=16 * 1024 * 1024)
+    connect.add_argument(
+        "--max-message-size",
+        type=int,
+        default=CONNECT_MAX_MESSAGE,
+        metavar="BYTES",
+        help="largest message accepted (default: %(default)s, as much as the echo examples "
+        f"send back; the library's default is {DEFAULTS.websocket_max_message_size})",
+    )
     connect.add_argument(
         "--linger",
         type=float,

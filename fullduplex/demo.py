@@ -288,7 +288,7 @@ class EchoHandler(WebSocketHandler):
         # A 16 MiB message may come as one frame, and compressing incompressible data
         # makes it a little larger on the wire: allow that much on top per frame.
         return dataclasses.replace(
-            self.app._websocket_limits,
+            self.app.websocket_limits,
             max_message_size=ECHO_MAX_MESSAGE,
             max_frame_size=ECHO_MAX_MESSAGE + ECHO_FRAME_SLACK,
         )

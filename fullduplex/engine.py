@@ -30,6 +30,7 @@ from .protocol.events import (
     ProtocolViolation,
     TextMessage,
 )
+from .settings import DEFAULTS
 from .transports.base import DEFAULT_MAX_PENDING, Broadcast
 
 __all__ = ["EngineOptions", "MessageQueue", "Sink", "WebSocketEngine"]
@@ -41,22 +42,25 @@ Message = str | bytes
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
-    """Timeouts and buffer sizes of a connection; one instance is shared by many."""
+    """Timeouts and buffer sizes of a connection; one instance is shared by many.
+
+    The defaults are the ``websocket_*`` settings' (:mod:`fullduplex.settings`).
+    """
 
     #: Seconds without input before we send a keepalive ping (None: never).
-    ping_interval: float | None = 20.0
+    ping_interval: float | None = DEFAULTS.websocket_ping_interval
     #: Seconds to wait for the pong before closing with 1011 (None: wait forever).
-    ping_timeout: float | None = 20.0
+    ping_timeout: float | None = DEFAULTS.websocket_ping_timeout
     #: Seconds to wait for the closing handshake before dropping the TCP connection.
-    close_timeout: float = 10.0
+    close_timeout: float = DEFAULTS.websocket_close_timeout
     #: Write buffer high-water mark in bytes: above it, writers wait (``drain``).
-    write_high_water: int = 64 * 1024
+    write_high_water: int = DEFAULTS.websocket_write_high_water
     #: Hard cap on bytes queued for a peer that does not read; beyond it the
     #: connection is closed (1008). Must exceed the largest message you send.
-    max_write_buffer: int = 32 * 1024 * 1024
+    max_write_buffer: int = DEFAULTS.websocket_max_write_buffer
     #: Messages received but not yet read by a queue-style reader before the engine
     #: stops reading from the socket (backpressure towards the peer).
-    max_queue: int = 32
+    max_queue: int = DEFAULTS.websocket_max_queue
 
 
 DEFAULT_OPTIONS = EngineOptions()

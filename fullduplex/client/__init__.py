@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ..endpoint import WebSocket
-from ..engine import DEFAULT_OPTIONS, EngineOptions, WebSocketEngine
+from ..engine import EngineOptions, WebSocketEngine
 from ..protocol.deflate import DeflateOptions
 from ..protocol.errors import HandshakeFailed
 from ..protocol.handshake import ClientHandshake, ClientResult
 from ..protocol.limits import Limits
+from ..settings import DEFAULTS
 
 __all__ = ["WebSocketClientConnection", "reconnecting", "websocket_connect"]
 
@@ -93,11 +94,11 @@ async def websocket_connect(
     compression: DeflateOptions | str | None = "deflate",
     ssl: ssl_module.SSLContext | bool | None = None,
     open_timeout: float | None = 10.0,
-    max_message_size: int | None = 1024 * 1024,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
-    close_timeout: float = 10.0,
-    max_queue: int = 32,
+    max_message_size: int | None = DEFAULTS.websocket_max_message_size,
+    ping_interval: float | None = DEFAULTS.websocket_ping_interval,
+    ping_timeout: float | None = DEFAULTS.websocket_ping_timeout,
+    close_timeout: float = DEFAULTS.websocket_close_timeout,
+    max_queue: int = DEFAULTS.websocket_max_queue,
     limits: Limits | None = None,
 ) -> WebSocketClientConnection:
     """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
@@ -105,7 +106,9 @@ async def websocket_connect(
     ``compression="deflate"`` offers permessage-deflate with default settings,
     ``None`` disables it, a :class:`DeflateOptions` tunes it. Raises
     :class:`HandshakeFailed` (with the server's status, headers and body) when the
-    server refuses, :class:`TimeoutError` after ``open_timeout`` seconds.
+    server refuses, :class:`TimeoutError` after ``open_timeout`` seconds. The limits
+    and timeouts default to the server's ``websocket_*`` settings
+    (:mod:`fullduplex.settings`); ``limits`` replaces ``max_message_size``.
     """
     if isinstance(headers, dict):
         headers = list(headers.items())
@@ -134,7 +137,7 @@ async def websocket_connect(
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
         max_queue=max_queue,
-        max_write_buffer=max(DEFAULT_OPTIONS.max_write_buffer, 2 * (max_message_size or 0)),
+        max_write_buffer=max(DEFAULTS.websocket_max_write_buffer, 2 * (max_message_size or 0)),
     )
     loop = asyncio.get_running_loop()
     name = f"client {url}"

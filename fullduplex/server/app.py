@@ -8,49 +8,10 @@
     async with app.serve("127.0.0.1", 0) as server:   # inside a running loop
         print(server.port)
 
-Settings (``App(..., name=value)``, then ``app.settings``); the names are public API:
-
-==================== ============ =====================================================
-name                 default      meaning
-==================== ============ =====================================================
-cookie_secret        None         key(s) for signed cookies: str/bytes, or a list whose
-                                  first item signs and all items verify (key rotation)
-login_url            None         where ``@authenticated`` sends anonymous GETs
-allowed_origins      None         WebSocket ``Origin`` allow-list (None: same origin);
-                                  read by the WebSocket side
-xheaders             False        trust ``X-Real-IP``/``X-Forwarded-For``/``-Proto``
-                                  (only behind a proxy you control)
-template_path        None         directory of Jinja2 templates
-static_path          None         directory served under ``static_url_prefix``
-static_url_prefix    "/static/"   URL prefix of static files
-client_js_url        "/fullduplex.js"  URL of the bundled browser client (None: off)
-max_body_size        1 MiB        bytes; larger request bodies get 413
-max_header_size      16 KiB       bytes; larger request heads get 431
-max_header_count     100          header lines; more get 431
-header_timeout       10.0         seconds to receive a request head (then 408/close)
-body_timeout         60.0         seconds to receive a body once the head is in
-keepalive_timeout    30.0         seconds an idle keep-alive connection stays open
-drain_timeout        10.0         seconds per graceful-shutdown phase
-debug                False        tracebacks in 500 pages, template auto-reload
-access_log           True         one line per request on logger ``fullduplex.access``
-server_header        "fullduplex" ``Server`` header value (None: omitted)
-websocket_ping_interval    20.0   seconds of silence before a keepalive ping (None: off)
-websocket_ping_timeout     20.0   seconds to wait for its pong, then close 1011
-websocket_close_timeout    10.0   seconds to wait for the closing handshake
-websocket_max_message_size 1 MiB  bytes after decompression; larger: close 1009
-websocket_max_frame_size   None   bytes per frame payload (None: the message limit)
-websocket_max_fragments    1024   frames per fragmented message; more: close 1009
-websocket_max_queue        32     unread messages before reading from the peer pauses
-websocket_write_high_water 64 KiB write buffer level above which senders wait
-websocket_max_write_buffer 32 MiB queued bytes for a peer that does not read: close 1008
-websocket_compression      True   permessage-deflate: True, False/None, DeflateOptions
-hub_options          None         keyword options for the hub backend, e.g.
-                                  {"history_size": 500} (MemoryHub / RedisHub arguments)
-tune_malloc          True         App.run keeps large buffers in glibc's heap (mmap and
-                                  trim thresholds from the message limit): no page
-                                  faults per large message; False leaves malloc alone
-hub                        None   ``app.hub``: None/"memory", "redis://host:port/db", a Hub
-==================== ============ =====================================================
+Settings are keyword arguments (``App(..., debug=True)``), read back from ``app.settings``;
+every one, with its type, default and meaning, is defined in :mod:`fullduplex.settings`
+and listed in ``docs/topics/settings.md``. A misspelt name raises
+:class:`~fullduplex.settings.SettingsError`; the application's own keys go in ``extra``.
 
 Route handlers may also be plain ``async def view(ws)`` functions: they are wrapped as
 WebSocket function views (``fullduplex.server.websocket.function_view_handler``), as
@@ -70,11 +31,12 @@ import ssl as ssl_module
 import sys
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
 from ..engine import EngineOptions
 from ..protocol.limits import Limits
+from ..settings import DEFAULTS, Settings
 from .http import HTTPConfig, HTTPConnection, HTTPRequest, ManagedConnection
 from .routing import Route, Router, RouteSpec
 from .web import ErrorHandler, RequestHandler, StaticFileHandler, file_version
@@ -89,38 +51,8 @@ server_log = logging.getLogger("fullduplex.server")
 #: The package's own static files (the browser client ``fullduplex.js``).
 PACKAGE_STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "cookie_secret": None,
-    "login_url": None,
-    "allowed_origins": None,
-    "xheaders": False,
-    "template_path": None,
-    "static_path": None,
-    "static_url_prefix": "/static/",
-    "client_js_url": "/fullduplex.js",
-    "max_body_size": 1024 * 1024,
-    "max_header_size": 16 * 1024,
-    "max_header_count": 100,
-    "header_timeout": 10.0,
-    "body_timeout": 60.0,
-    "keepalive_timeout": 30.0,
-    "drain_timeout": 10.0,
-    "debug": False,
-    "access_log": True,
-    "server_header": "fullduplex",
-    "websocket_ping_interval": 20.0,
-    "websocket_ping_timeout": 20.0,
-    "websocket_close_timeout": 10.0,
-    "websocket_max_message_size": 1024 * 1024,
-    "websocket_max_frame_size": None,
-    "websocket_max_fragments": 1024,
-    "websocket_max_queue": 32,
-    "websocket_write_high_water": 64 * 1024,
-    "websocket_max_write_buffer": 32 * 1024 * 1024,
-    "websocket_compression": True,
-    "tune_malloc": True,
-    "hub": None,
-}
+#: The default settings, read-only (a :class:`~fullduplex.settings.Settings`).
+DEFAULT_SETTINGS: Final = DEFAULTS
 
 Hook = Callable[["App"], Awaitable[None] | None]
 _HC = TypeVar("_HC", bound=type[RequestHandler])
@@ -160,7 +92,8 @@ class App:
     """
 
     def __init__(self, routes: Iterable[RouteSpec] = (), **settings: Any) -> None:
-        self.settings: dict[str, Any] = {**DEFAULT_SETTINGS, **settings}
+        #: Typed, and a mapping too (``settings["debug"]``); see :mod:`fullduplex.settings`.
+        self.settings: Settings = Settings.from_mapping(settings)
         self.router = Router()
         self._connections: set[ManagedConnection] = set()
         self.on_startup: list[Hook] = []
@@ -181,7 +114,7 @@ class App:
                 pattern, handler, *rest = spec
                 kwargs = rest[0] if rest else {}
                 self.add_route(pattern, handler, **kwargs)
-        client_js = self.settings.get("client_js_url")
+        client_js = self.settings.client_js_url
         if client_js:
             # The classic script, and beside it the ES-module wrapper that imports it
             # relatively (fullduplex.mjs does `import "./fullduplex.js"`).
@@ -193,12 +126,10 @@ class App:
                     Route(url, StaticFileHandler, {"path": PACKAGE_STATIC, "filename": filename}),
                     first=True,
                 )
-        static_path = self.settings.get("static_path")
+        static_path = self.settings.static_path
         if static_path:
-            prefix = self.settings.get("static_url_prefix") or "/static/"
-            self.router.add(
-                Route(prefix + "{path:.*}", StaticFileHandler, {"path": static_path}), first=True
-            )
+            pattern = self.settings.static_url_prefix + "{path:.*}"
+            self.router.add(Route(pattern, StaticFileHandler, {"path": static_path}), first=True)
 
     # ------------------------------------------------------------------ routes
 
@@ -246,8 +177,8 @@ class App:
         if self._hub is None:
             from ..hub import create_hub
 
-            setting = self.settings.get("hub")
-            self._hub = create_hub(setting, **(self.settings.get("hub_options") or {}))
+            setting = self.settings.hub
+            self._hub = create_hub(setting, **(self.settings.hub_options or {}))
             self._owns_hub = self._hub is not setting
         return self._hub
 
@@ -264,35 +195,27 @@ class App:
     # ------------------------------------------------------------------ WebSocket side
 
     @property
-    def _websocket_options(self) -> EngineOptions:
-        """``EngineOptions`` from the ``websocket_*`` settings (built once, shared)."""
+    def websocket_options(self) -> EngineOptions:
+        """The engine options of the app's WebSocket connections, from the ``websocket_*``
+        settings (built once and shared; rebuilt when a server starts)."""
         if self._ws_options is None:
             s = self.settings
             self._ws_options = EngineOptions(
-                ping_interval=s["websocket_ping_interval"],
-                ping_timeout=s["websocket_ping_timeout"],
-                close_timeout=float(s["websocket_close_timeout"]),
-                write_high_water=int(s["websocket_write_high_water"]),
-                max_write_buffer=int(s["websocket_max_write_buffer"]),
-                max_queue=int(s["websocket_max_queue"]),
+                ping_interval=s.websocket_ping_interval,
+                ping_timeout=s.websocket_ping_timeout,
+                close_timeout=s.websocket_close_timeout,
+                write_high_water=s.websocket_write_high_water,
+                max_write_buffer=s.websocket_max_write_buffer,
+                max_queue=s.websocket_max_queue,
             )
         return self._ws_options
 
     @property
-    def _websocket_limits(self) -> Limits:
-        """Protocol ``Limits`` from the ``websocket_max_*`` and header settings."""
+    def websocket_limits(self) -> Limits:
+        """The protocol limits of the app's WebSocket endpoints, from the
+        ``websocket_max_*`` and header settings (rebuilt when a server starts)."""
         if self._ws_limits is None:
-            s = self.settings
-            self._ws_limits = Limits(
-                max_message_size=s["websocket_max_message_size"],
-                # Unset, the frame limit follows the message limit.
-                max_frame_size=s["websocket_max_frame_size"]
-                if s["websocket_max_frame_size"] is not None
-                else s["websocket_max_message_size"],
-                max_fragments=s["websocket_max_fragments"],
-                max_header_size=int(s["max_header_size"]),
-                max_header_count=int(s["max_header_count"]),
-            )
+            self._ws_limits = self.settings.websocket_limits()
         return self._ws_limits
 
     @property
@@ -322,25 +245,25 @@ class App:
         if self._template_env is None:
             import jinja2
 
-            path = self.settings.get("template_path")
+            path = self.settings.template_path
             if not path:
                 raise RuntimeError("rendering templates needs the 'template_path' setting")
             env = jinja2.Environment(
                 loader=jinja2.FileSystemLoader(path),
                 autoescape=jinja2.select_autoescape(("html", "htm", "xml")),
-                auto_reload=bool(self.settings.get("debug")),
+                auto_reload=self.settings.debug,
             )
-            if self.settings.get("static_path"):
+            if self.settings.static_path:
                 env.globals["static_url"] = self.static_url
             self._template_env = env
         return self._template_env
 
     def static_url(self, path: str, include_version: bool = True) -> str:
         """URL of ``path`` under ``static_path``; ``?v=<content hash>`` busts caches."""
-        static_path = self.settings.get("static_path")
+        static_path = self.settings.static_path
         if not static_path:
             raise RuntimeError("static_url() needs the 'static_path' setting")
-        prefix = self.settings.get("static_url_prefix") or "/static/"
+        prefix = self.settings.static_url_prefix
         path = path.lstrip("/")
         url = prefix + quote(path)
         if include_version:
@@ -361,15 +284,15 @@ class App:
         return HTTPConfig(
             handler=self._handle_request,
             connections=self._connections,
-            max_header_size=int(s["max_header_size"]),
-            max_header_count=int(s["max_header_count"]),
-            max_body_size=int(s["max_body_size"]),
-            header_timeout=float(s["header_timeout"] or 0),
-            body_timeout=float(s["body_timeout"] or 0),
-            keepalive_timeout=float(s["keepalive_timeout"] or 0),
-            access_log=bool(s["access_log"]),
-            server_header=s["server_header"] or None,
-            xheaders=bool(s["xheaders"]),
+            max_header_size=s.max_header_size,
+            max_header_count=s.max_header_count,
+            max_body_size=s.max_body_size,
+            header_timeout=s.header_timeout or 0.0,
+            body_timeout=s.body_timeout or 0.0,
+            keepalive_timeout=s.keepalive_timeout or 0.0,
+            access_log=s.access_log,
+            server_header=s.server_header or None,
+            xheaders=s.xheaders,
         )
 
     def serve(
@@ -438,7 +361,7 @@ class App:
         ``workers > 1`` forks that many processes sharing one listening socket; they
         need a shared hub (``hub="redis://..."``).
         """
-        if self.settings.get("tune_malloc", True):
+        if self.settings.tune_malloc:
             _tune_malloc(self.settings)
         if workers > 1:
             self._run_workers(host, port, ssl, loop, workers, serve_kwargs)
@@ -559,7 +482,7 @@ class App:
                 loop.remove_signal_handler(sig)
 
 
-def _tune_malloc(settings: dict[str, Any]) -> None:
+def _tune_malloc(settings: Settings) -> None:
     """Keep large message buffers in the heap instead of fresh pages per message.
 
     glibc serves allocations of 128 KiB and more with mmap and gives them back on
@@ -574,7 +497,7 @@ def _tune_malloc(settings: dict[str, Any]) -> None:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return  # not glibc (e.g. musl): nothing to tune
-    largest = settings.get("websocket_max_message_size") or 0
+    largest = settings.websocket_max_message_size or 0
     threshold = min(max(4 * 1024 * 1024, 2 * largest), 64 * 1024 * 1024)
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
     mallopt(m_mmap_threshold, threshold)
@@ -694,7 +617,7 @@ class Server:
         """
         if self._shutdown is None:
             if drain_timeout is None:
-                drain_timeout = float(self.app.settings["drain_timeout"])
+                drain_timeout = self.app.settings.drain_timeout
             self._shutdown = asyncio.ensure_future(self._do_shutdown(drain_timeout))
         await asyncio.shield(self._shutdown)
 

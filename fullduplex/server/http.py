@@ -93,19 +93,23 @@ class ManagedConnection(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HTTPConfig:
-    """Per-server settings read once at ``serve()`` time (keeps the hot path dict-free)."""
+    """Per-server settings read once at ``serve()`` time (keeps the hot path dict-free).
+
+    The App builds it from its settings, which hold the defaults
+    (:mod:`fullduplex.settings`); a timeout of 0 means no limit.
+    """
 
     handler: Callable[[HTTPRequest], Awaitable[None]]
     connections: set[ManagedConnection]
-    max_header_size: int = 16 * 1024
-    max_header_count: int = 100
-    max_body_size: int = 1024 * 1024
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    keepalive_timeout: float = 30.0
-    access_log: bool = True
-    server_header: str | None = "fullduplex"
-    xheaders: bool = False
+    max_header_size: int
+    max_header_count: int
+    max_body_size: int
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    access_log: bool
+    server_header: str | None
+    xheaders: bool
 
 
 def parse_cookies(header: str) -> dict[str, str]:

@@ -59,6 +59,7 @@ from ..protocol.http11 import reason_phrase
 from .http import HTTPRequest, StreamClosedError
 
 if TYPE_CHECKING:
+    from ..settings import Settings
     from .app import App
 
 __all__ = [
@@ -227,7 +228,7 @@ class RequestHandler:
     def __init__(self, app: App, request: HTTPRequest, **kwargs: Any) -> None:
         self.app = app
         self.request = request
-        self.settings: dict[str, Any] = app.settings
+        self.settings: Settings = app.settings
         self.path_args: tuple[str | None, ...] = ()
         self.path_kwargs: dict[str, str] = {}
         self._status = 200

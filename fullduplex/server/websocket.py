@@ -201,12 +201,12 @@ class WebSocketHandler(RequestHandler):
     # ------------------------------------------------------------ upgrade
 
     def _engine_options(self) -> EngineOptions:
-        return self.app._websocket_options
+        return self.app.websocket_options
 
     def get_limits(self) -> Limits:
         """Protocol limits for this endpoint; the app's ``websocket_max_*`` settings
         unless overridden (e.g. a public echo service accepting 16 MiB messages)."""
-        return self.app._websocket_limits
+        return self.app.websocket_limits
 
     def _limits(self) -> Limits:
         limits = self._limits_cache

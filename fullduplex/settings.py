@@ -1,0 +1,459 @@
+"""Every setting of an :class:`~fullduplex.server.App`, defined once: name, type, default, meaning.
+
+::
+
+    app = App(routes, websocket_max_message_size=4 * MiB, extra={"admin_email": "ops@example.com"})
+    app.settings.websocket_max_message_size         # typed attribute
+    app.settings["admin_email"], "debug" in app.settings, app.settings.get("login_url")
+
+:class:`Settings` is the single source of the defaults: the engine's
+:class:`~fullduplex.engine.EngineOptions`, the HTTP server's configuration, the asyncio
+client and ``docs/topics/settings.md`` (written by ``scripts/settings-doc``) all read
+them from here. The five protocol limits are the exception: the sans-I/O core sits
+below this module and cannot import it, so their defaults live in
+:class:`~fullduplex.protocol.limits.Limits` and are read from there.
+
+A misspelt name raises :class:`SettingsError` with the closest known name; a value of
+the wrong type raises it too. The application's own keys (Tornado apps keep e.g. an
+admin address in their settings) go in ``extra``: they are read the same way
+(``app.settings["admin_email"]``) but never hide a typo in a real setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import reprlib
+import types
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, Union, get_args, get_origin, get_type_hints
+
+from .protocol.deflate import DeflateOptions
+from .protocol.errors import FullDuplexError
+from .protocol.limits import Limits
+
+__all__ = ["DEFAULTS", "SETTING_NAMES", "Settings", "SettingsError", "format_default", "reference"]
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+
+#: The protocol core's own defaults (see the module docstring).
+_PROTOCOL: Final = Limits()
+
+
+class SettingsError(FullDuplexError, TypeError):
+    """An unknown setting name, or a value of the wrong type."""
+
+
+def _doc(doc: str, *, group: str, unit: str = "") -> dict[str, str]:
+    """A setting's metadata: its one-line meaning, its docs section and its unit
+    (``"bytes"`` and ``"seconds"`` are shown as ``1 MiB`` and ``20 s``)."""
+    return {"doc": doc, "group": group, "unit": unit}
+
+
+_APP, _HTTP, _WS, _HUB, _PROCESS = "Application", "HTTP", "WebSocket", "Hub", "Process"
+
+
+@dataclass(eq=False, repr=False)
+class Settings(MutableMapping[str, Any]):
+    """The settings of one App; also a mapping (``settings["debug"]``, ``.get``, ``in``).
+
+    Assigning a setting (``settings.debug = True`` or ``settings["debug"] = True``)
+    checks its type; unknown names raise :class:`SettingsError`. Set them before
+    ``serve()``: the WebSocket and HTTP options are read when the server starts.
+    """
+
+    # -- application
+    cookie_secret: str | bytes | Sequence[str | bytes] | None = field(
+        default=None,
+        metadata=_doc(
+            "key for signed cookies; a list: the first signs, all verify (key rotation)", group=_APP
+        ),
+    )
+    login_url: str | None = field(
+        default=None,
+        metadata=_doc("where ``@authenticated`` sends anonymous GET requests", group=_APP),
+    )
+    debug: bool = field(
+        default=False,
+        metadata=_doc("tracebacks in 500 pages; templates reload when changed", group=_APP),
+    )
+    template_path: str | os.PathLike[str] | None = field(
+        default=None, metadata=_doc("directory of Jinja2 templates", group=_APP)
+    )
+    static_path: str | os.PathLike[str] | None = field(
+        default=None,
+        metadata=_doc("directory of static files, served under ``static_url_prefix``", group=_APP),
+    )
+    static_url_prefix: str = field(
+        default="/static/", metadata=_doc("URL prefix of the static files", group=_APP)
+    )
+    client_js_url: str | None = field(
+        default="/fullduplex.js",
+        metadata=_doc("URL of the bundled browser client (None: not served)", group=_APP),
+    )
+    # -- HTTP
+    xheaders: bool = field(
+        default=False,
+        metadata=_doc(
+            "trust ``X-Real-IP``/``X-Forwarded-For``/``-Proto`` (only behind your own proxy)",
+            group=_HTTP,
+        ),
+    )
+    max_body_size: int = field(
+        default=1 * MiB,
+        metadata=_doc("largest request body; larger: 413", group=_HTTP, unit="bytes"),
+    )
+    max_header_size: int = field(
+        default=_PROTOCOL.max_header_size,
+        metadata=_doc(
+            "largest request head (HTTP and WebSocket handshake); larger: 431",
+            group=_HTTP,
+            unit="bytes",
+        ),
+    )
+    max_header_count: int = field(
+        default=_PROTOCOL.max_header_count,
+        metadata=_doc("most header lines in a request head; more: 431", group=_HTTP),
+    )
+    header_timeout: float | None = field(
+        default=10.0,
+        metadata=_doc(
+            "time to receive a request head; then 408 and close (None: no limit)",
+            group=_HTTP,
+            unit="seconds",
+        ),
+    )
+    body_timeout: float | None = field(
+        default=60.0,
+        metadata=_doc(
+            "time to receive a body once its head is in; then 408 (None: no limit)",
+            group=_HTTP,
+            unit="seconds",
+        ),
+    )
+    keepalive_timeout: float | None = field(
+        default=30.0,
+        metadata=_doc(
+            "how long an idle keep-alive connection stays open (None: no limit)",
+            group=_HTTP,
+            unit="seconds",
+        ),
+    )
+    access_log: bool = field(
+        default=True,
+        metadata=_doc("one line per request on the ``fullduplex.access`` logger", group=_HTTP),
+    )
+    server_header: str | None = field(
+        default="fullduplex",
+        metadata=_doc("``Server`` response header (None: not sent)", group=_HTTP),
+    )
+    drain_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "time each phase of a graceful shutdown may take", group=_HTTP, unit="seconds"
+        ),
+    )
+    # -- WebSocket
+    allowed_origins: Sequence[str] | None = field(
+        default=None,
+        metadata=_doc(
+            'origins, host names or ``"*"`` allowed to open WebSockets (None: same origin only)',
+            group=_WS,
+        ),
+    )
+    websocket_ping_interval: float | None = field(
+        default=20.0,
+        metadata=_doc(
+            "silence before a keepalive ping (None: no pings)", group=_WS, unit="seconds"
+        ),
+    )
+    websocket_ping_timeout: float | None = field(
+        default=20.0,
+        metadata=_doc(
+            "time to wait for the pong, then close 1011 (None: forever)", group=_WS, unit="seconds"
+        ),
+    )
+    websocket_close_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "time to wait for the closing handshake, then drop the TCP connection",
+            group=_WS,
+            unit="seconds",
+        ),
+    )
+    websocket_max_message_size: int | None = field(
+        default=_PROTOCOL.max_message_size,
+        metadata=_doc(
+            "largest message after decompression; larger: close 1009", group=_WS, unit="bytes"
+        ),
+    )
+    websocket_max_frame_size: int | None = field(
+        default=None,
+        metadata=_doc(
+            "largest frame payload; larger: close 1009 (None: the message limit)",
+            group=_WS,
+            unit="bytes",
+        ),
+    )
+    websocket_max_fragments: int | None = field(
+        default=_PROTOCOL.max_fragments,
+        metadata=_doc("most frames in one fragmented message; more: close 1009", group=_WS),
+    )
+    websocket_max_queue: int = field(
+        default=32,
+        metadata=_doc(
+            "unread messages (function views, clients) before reading from the peer pauses",
+            group=_WS,
+        ),
+    )
+    websocket_write_high_water: int = field(
+        default=64 * KiB,
+        metadata=_doc("write buffer level above which senders wait", group=_WS, unit="bytes"),
+    )
+    websocket_max_write_buffer: int = field(
+        default=32 * MiB,
+        metadata=_doc(
+            "bytes queued for a peer that does not read; more: connection aborted (1008)",
+            group=_WS,
+            unit="bytes",
+        ),
+    )
+    websocket_compression: bool | DeflateOptions | None = field(
+        default=True,
+        metadata=_doc(
+            "permessage-deflate: True (default options), a DeflateOptions, False/None: off",
+            group=_WS,
+        ),
+    )
+    # -- hub
+    hub: Any = field(
+        default=None,
+        metadata=_doc(
+            '``app.hub``: None or "memory" (in-process), "redis://host:port/db", or a Hub',
+            group=_HUB,
+        ),
+    )
+    hub_options: dict[str, Any] | None = field(
+        default=None,
+        metadata=_doc(
+            'keyword arguments of the hub backend made from ``hub``, e.g. {"history_size": 500}',
+            group=_HUB,
+        ),
+    )
+    # -- process
+    tune_malloc: bool = field(
+        default=True,
+        metadata=_doc(
+            "``App.run`` keeps large message buffers in glibc's heap (no page faults per "
+            "message); False leaves malloc alone",
+            group=_PROCESS,
+        ),
+    )
+    #: The application's own keys, read through the mapping interface like settings.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> Settings:
+        """Settings from keyword arguments such as ``App(**values)``: unknown names
+        raise :class:`SettingsError` with the closest known name."""
+        for name in values:
+            if name not in _SPECS and name != "extra":
+                raise SettingsError(_unknown(name, f"extra={{{name!r}: ...}}"))
+        return cls(**values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        spec = _SPECS.get(name)
+        if spec is not None:
+            if self.__dict__.get("_read_only"):
+                raise SettingsError("the default settings are read-only; change an App's settings")
+            spec.check(value)
+        elif name == "extra":
+            _check_extra(value)
+        else:
+            raise SettingsError(_unknown(name, f"settings.extra[{name!r}]"))
+        object.__setattr__(self, name, value)
+
+    # ---------------------------------------------------------------- mapping
+
+    def __getitem__(self, name: str) -> Any:
+        if name in _SPECS:
+            return getattr(self, name)
+        return self.extra[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in _SPECS and name in self.extra:
+            self.extra[name] = value
+        else:
+            setattr(self, name, value)
+
+    def __delitem__(self, name: str) -> None:
+        if name in _SPECS:
+            raise SettingsError(f"setting {name!r} cannot be deleted; assign a value instead")
+        del self.extra[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in _SPECS or name in self.extra
+
+    def __iter__(self) -> Iterator[str]:
+        yield from _SPECS
+        yield from self.extra
+
+    def __len__(self) -> int:
+        return len(_SPECS) + len(self.extra)
+
+    def __repr__(self) -> str:
+        changed = {
+            name: value
+            for name, value in self.items()
+            if name not in _SPECS or value != _SPECS[name].default
+        }
+        return f"Settings({changed!r})"
+
+    # ---------------------------------------------------------------- derived
+
+    def websocket_limits(self) -> Limits:
+        """The protocol :class:`Limits` these settings describe (an unset frame limit
+        follows the message limit)."""
+        frame = self.websocket_max_frame_size
+        return Limits(
+            max_message_size=self.websocket_max_message_size,
+            max_frame_size=self.websocket_max_message_size if frame is None else frame,
+            max_fragments=self.websocket_max_fragments,
+            max_header_size=self.max_header_size,
+            max_header_count=self.max_header_count,
+        )
+
+
+class _Spec:
+    """What one setting accepts: its resolved type, default and docs."""
+
+    __slots__ = ("annotation", "default", "doc", "group", "name", "type", "unit")
+
+    def __init__(self, name: str, tp: Any, annotation: str, default: Any, meta: Any) -> None:
+        self.name = name
+        self.type = tp
+        self.annotation = annotation
+        self.default = default
+        self.doc: str = meta["doc"]
+        self.group: str = meta["group"]
+        self.unit: str = meta["unit"]
+
+    def check(self, value: Any) -> None:
+        if not _accepts(self.type, value):
+            raise SettingsError(
+                f"setting {self.name!r} must be {self.annotation}, "
+                f"not {type(value).__name__} {reprlib.repr(value)}"
+            )
+
+
+def _accepts(tp: Any, value: Any) -> bool:
+    """A shallow isinstance check against a type annotation (items are not checked)."""
+    if tp is Any or tp is object:
+        return True
+    if tp is type(None):
+        return value is None
+    if tp is float:  # an int is a fine number of seconds
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return any(_accepts(arg, value) for arg in get_args(tp))
+    if origin is not None:
+        # A string is a sequence too, but never a list of names or keys.
+        if isinstance(value, str | bytes) and origin not in (str, bytes):
+            return False
+        return isinstance(value, origin)
+    return isinstance(value, tp)
+
+
+def _check_extra(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise SettingsError(f"extra must be a dict of your own keys, not {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise SettingsError(f"extra keys must be strings, not {key!r}")
+        if key in _SPECS:
+            raise SettingsError(f"{key!r} is a setting: pass it as {key}=..., not in extra")
+
+
+def _unknown(name: str, own_keys: str) -> str:
+    """One line naming the closest setting, or where the application's own keys go."""
+    close = difflib.get_close_matches(name, _SPECS, n=1)
+    if close:
+        return f"unknown setting {name!r}; did you mean {close[0]!r}?"
+    return f"unknown setting {name!r}; the application's own keys go in {own_keys}"
+
+
+def _specs() -> dict[str, _Spec]:
+    hints = get_type_hints(Settings)
+    return {
+        f.name: _Spec(f.name, hints[f.name], str(f.type), f.default, f.metadata)
+        for f in fields(Settings)
+        if "doc" in f.metadata
+    }
+
+
+_SPECS: Final = _specs()
+
+#: Every setting name, in definition order.
+SETTING_NAMES: Final = tuple(_SPECS)
+
+#: The defaults, read-only: ``DEFAULTS.websocket_ping_interval``.
+DEFAULTS: Final = Settings()
+object.__setattr__(DEFAULTS, "_read_only", True)
+
+
+# -------------------------------------------------------------------- documentation
+
+
+def format_default(name: str) -> str:
+    """The default of setting ``name`` as the docs show it: ``1 MiB``, ``20 s``, ``None``."""
+    spec = _SPECS[name]
+    value = spec.default
+    if spec.unit == "bytes" and isinstance(value, int):
+        for size, suffix in ((MiB, "MiB"), (KiB, "KiB")):
+            if value >= size and value % size == 0:
+                return f"{value // size} {suffix}"
+        return f"{value} B"
+    if spec.unit == "seconds" and isinstance(value, int | float):
+        return f"{value:g} s"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def reference() -> str:
+    """The settings reference page (``docs/topics/settings.md``), in Markdown."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from fullduplex/settings.py by scripts/settings-doc; do not edit. -->",
+        "",
+        "Settings are keyword arguments of `App(...)` and are read back from",
+        "`app.settings` as attributes (`app.settings.debug`) or as a mapping",
+        '(`app.settings["debug"]`, `.get(name, default)`, `name in app.settings`).',
+        "An unknown name raises `SettingsError` with the closest known name, and a value",
+        "of the wrong type raises it too. The application's own keys go in",
+        '`extra={"admin_email": ...}` and are read the same way (`app.settings["admin_email"]`).',
+        "Limits and their close codes are explained in [errors and limits](errors-and-limits.md).",
+    ]
+    group = None
+    for spec in _SPECS.values():
+        if spec.group != group:
+            group = spec.group
+            lines += [
+                "",
+                f"## {group}",
+                "",
+                "| setting | type | default | meaning |",
+                "|---|---|---|---|",
+            ]
+        meaning = spec.doc.replace("``", "`").replace("|", "\\|")
+        annotation = spec.annotation.replace("|", "\\|")
+        lines.append(
+            f"| `{spec.name}` | `{annotation}` | `{format_default(spec.name)}` | {meaning} |"
+        )
+    return "\n".join(lines) + "\n"
