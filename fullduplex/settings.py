@@ -46,10 +46,11 @@ class SettingsError(FullDuplexError, TypeError):
     """An unknown setting name, or a value of the wrong type."""
 
 
-def _doc(doc: str, *, group: str, unit: str = "") -> dict[str, str]:
-    """A setting's metadata: its one-line meaning, its docs section and its unit
-    (``"bytes"`` and ``"seconds"`` are shown as ``1 MiB`` and ``20 s``)."""
-    return {"doc": doc, "group": group, "unit": unit}
+def _doc(doc: str, *, group: str, unit: str = "", shown: str = "") -> dict[str, str]:
+    """A setting's metadata: its one-line meaning, its docs section, its unit
+    (``"bytes"`` and ``"seconds"`` are shown as ``1 MiB`` and ``20 s``) and, when the
+    annotation cannot name it, the type the docs show."""
+    return {"doc": doc, "group": group, "unit": unit, "shown": shown}
 
 
 _APP, _HTTP, _WS, _HUB, _PROCESS = "Application", "HTTP", "WebSocket", "Hub", "Process"
@@ -233,6 +234,7 @@ class Settings(MutableMapping[str, Any]):
         metadata=_doc(
             '``app.hub``: None or "memory" (in-process), "redis://host:port/db", or a Hub',
             group=_HUB,
+            shown="str | Hub | None",
         ),
     )
     hub_options: dict[str, Any] | None = field(
@@ -390,7 +392,9 @@ def _unknown(name: str, own_keys: str) -> str:
 def _specs() -> dict[str, _Spec]:
     hints = get_type_hints(Settings)
     return {
-        f.name: _Spec(f.name, hints[f.name], str(f.type), f.default, f.metadata)
+        f.name: _Spec(
+            f.name, hints[f.name], f.metadata["shown"] or str(f.type), f.default, f.metadata
+        )
         for f in fields(Settings)
         if "doc" in f.metadata
     }
@@ -438,7 +442,8 @@ def reference() -> str:
         "An unknown name raises `SettingsError` with the closest known name, and a value",
         "of the wrong type raises it too. The application's own keys go in",
         '`extra={"admin_email": ...}` and are read the same way (`app.settings["admin_email"]`).',
-        "Limits and their close codes are explained in [errors and limits](errors-and-limits.md).",
+        "Sizes are in bytes (`1 MiB` is `1048576`), times in seconds. Limits and the close",
+        "codes they trigger are explained in [errors and limits](errors-and-limits.md).",
     ]
     group = None
     for spec in _SPECS.values():
