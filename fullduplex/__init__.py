@@ -39,6 +39,8 @@ _EXPORTS = {
     "FullDuplexError": ".protocol.errors",
     "HandshakeFailed": ".protocol.errors",
     "ProtocolError": ".protocol.errors",
+    "Settings": ".settings",
+    "SettingsError": ".settings",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -117,4 +119,10 @@ if TYPE_CHECKING:
     )
     from .server.websocket import (
         WebSocketHandler as WebSocketHandler,
+    )
+    from .settings import (
+        Settings as Settings,
+    )
+    from .settings import (
+        SettingsError as SettingsError,
     )
