@@ -8,10 +8,10 @@
 
 :class:`Settings` is the single source of the defaults: the engine's
 :class:`~fullduplex.engine.EngineOptions`, the HTTP server's configuration, the asyncio
-client and ``docs/topics/settings.md`` (written by ``scripts/settings-doc``) all read
-them from here. The five protocol limits are the exception: the sans-I/O core sits
-below this module and cannot import it, so their defaults live in
-:class:`~fullduplex.protocol.limits.Limits` and are read from there.
+client, the command line's help and ``docs/topics/settings.md`` (written by
+``scripts/settings-doc``) all read them from here. The five protocol limits are the
+exception: the sans-I/O core sits below this module and cannot import it, so their
+defaults live in :class:`~fullduplex.protocol.limits.Limits` and are read from there.
 
 A misspelt name raises :class:`SettingsError` with the closest known name; a value of
 the wrong type raises it too. The application's own keys (Tornado apps keep e.g. an
@@ -25,7 +25,7 @@ import difflib
 import os
 import reprlib
 import types
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 
@@ -257,7 +257,7 @@ class Settings(MutableMapping[str, Any]):
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> Settings:
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
         """Settings from keyword arguments such as ``App(**values)``: unknown names
         raise :class:`SettingsError` with the closest known name."""
         for name in values:
@@ -266,10 +266,10 @@ class Settings(MutableMapping[str, Any]):
         return cls(**values)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_read_only"):
+            raise SettingsError("the default settings are read-only; change an App's settings")
         spec = _SPECS.get(name)
         if spec is not None:
-            if self.__dict__.get("_read_only"):
-                raise SettingsError("the default settings are read-only; change an App's settings")
             spec.check(value)
         elif name == "extra":
             _check_extra(value)
