@@ -14,7 +14,9 @@ MiB = 1024 * KiB
 class Limits:
     """Limits enforced by the protocol core.
 
-    ``None`` disables a limit (not recommended on a server facing the internet).
+    ``None`` disables a limit (not recommended on a server facing the internet). These
+    defaults are also the App's (``websocket_max_*``, ``max_header_*``): the settings
+    read them from here, since this layer cannot depend on the one above it.
     """
 
     #: Largest message accepted, in bytes, after decompression. Exceeding it: close 1009.
