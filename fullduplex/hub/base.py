@@ -270,7 +270,7 @@ class RoomOptions:
 # ----------------------------------------------------------------- interface
 
 
-class HubClosed(RuntimeError):
+class HubClosed(FullDuplexError, RuntimeError):
     """The hub was closed; it accepts no more joins or publishes."""
 
 

@@ -13,9 +13,18 @@ Every error the library raises derives from :class:`FullDuplexError`::
     │   └── HandshakeFailed      client side: the response is not an acceptable 101
     ├── NegotiationError         extension / subprotocol negotiation is invalid
     ├── LocalProtocolError       the application misused the API (a bug on our side)
-    └── ConnectionClosed         the connection is closed; carries code and reason
-        ├── ConnectionClosedOK       closed with 1000 or 1001
-        └── ConnectionClosedError    closed with any other code, or abruptly (1006)
+    ├── ConnectionClosed         the connection is closed; carries code and reason
+    │   ├── ConnectionClosedOK       closed with 1000 or 1001
+    │   └── ConnectionClosedError    closed with any other code, or abruptly (1006)
+    ├── HTTPError                a handler answers with an HTTP error status (server.web)
+    │   └── MissingArgumentError a required request argument is missing
+    ├── StreamClosedError        the HTTP client went away (server.http; a ConnectionError)
+    ├── HubClosed                the hub was closed (hub; a RuntimeError)
+    ├── HubUnavailable           the hub's shared backend cannot be reached (hub)
+    └── StopConsumer             ends a consumer from one of its hooks (consumers)
+
+The classes below ``ConnectionClosed`` are defined in the modules named, which import
+this one; those that also derive from a built-in exception still catch as it.
 
 Peer violations (:class:`ProtocolError`) are turned by the connection into a close
 frame with ``close_code``; misuse (:class:`LocalProtocolError`) is raised to the caller

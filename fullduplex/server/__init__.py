@@ -4,6 +4,7 @@ The public surface, listed once::
 
     App, Server, DEFAULT_SETTINGS                      application object, listening server
     RequestHandler, StaticFileHandler, ErrorHandler    handlers
+    WebSocketHandler, WebSocketClosedError             WebSocket handlers (server.websocket)
     HTTPError, MissingArgumentError, authenticated     errors and the login decorator
     HTTPRequest, HTTPConnection, StreamClosedError     the request, its connection
     Route, Router, Match, RouteSpec                    routing table types
@@ -11,8 +12,6 @@ The public surface, listed once::
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from .app import DEFAULT_SETTINGS, App, Server
 from .http import HTTPConnection, HTTPRequest, ManagedConnection, StreamClosedError
@@ -27,6 +26,7 @@ from .web import (
     create_signed_value,
     decode_signed_value,
 )
+from .websocket import WebSocketClosedError, WebSocketHandler
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -45,17 +45,10 @@ __all__ = [
     "Server",
     "StaticFileHandler",
     "StreamClosedError",
+    "WebSocketClosedError",
     "WebSocketHandler",
     "authenticated",
     "create_signed_value",
     "decode_signed_value",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Load the WebSocket side lazily (``fullduplex.server.websocket``)."""
-    if name == "WebSocketHandler":
-        from . import websocket
-
-        return websocket.WebSocketHandler
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,28 +21,26 @@ with the ``@app.websocket(pattern)`` decorator.
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import functools
 import inspect
 import logging
 import os
-import signal
 import socket
 import ssl as ssl_module
-import sys
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 from ..engine import EngineOptions
+from ..hub import Hub, create_hub
 from ..protocol.limits import Limits
 from ..settings import DEFAULTS, Settings
+from . import process
 from .http import HTTPConfig, HTTPConnection, HTTPRequest, ManagedConnection
 from .routing import Route, Router, RouteSpec
 from .web import ErrorHandler, RequestHandler, StaticFileHandler, file_version
-
-if TYPE_CHECKING:
-    from ..hub import Hub
+from .websocket import function_view_handler
 
 __all__ = ["DEFAULT_SETTINGS", "App", "Server"]
 
@@ -68,8 +66,6 @@ def _handler_class(handler: Any) -> type[RequestHandler]:
     if isinstance(cls, type) and issubclass(cls, RequestHandler):
         return cls
     if inspect.iscoroutinefunction(handler):
-        from .websocket import function_view_handler
-
         return function_view_handler(handler)
     raise TypeError(f"route handler must be a RequestHandler subclass, not {handler!r}")
 
@@ -141,8 +137,6 @@ class App:
         """Decorator registering ``async def view(ws)`` as a WebSocket function view (S15)."""
 
         def decorator(view: _View) -> _View:
-            from .websocket import function_view_handler
-
             self.router.add(Route(pattern, function_view_handler(view), kwargs))
             return view
 
@@ -161,11 +155,11 @@ class App:
         """Find the route for ``request`` and run its handler (404 when none matches)."""
         match = self.router.match(request.path)
         if match is None:
-            await ErrorHandler(self, request, status=404)._execute()
+            await ErrorHandler(self, request, status=404).execute()
             return
         route = match.route
         handler = route.handler(self, request, **route.kwargs)
-        await handler._execute(match.args, match.kwargs)
+        await handler.execute(match.args, match.kwargs)
 
     # ------------------------------------------------------------------ hub
 
@@ -175,8 +169,6 @@ class App:
         (``None``/``"memory"``: in-process; ``"redis://..."``: Redis; or a Hub). A hub
         the app made itself is closed after shutdown; one you assign is left to you."""
         if self._hub is None:
-            from ..hub import create_hub
-
             setting = self.settings.hub
             self._hub = create_hub(setting, **(self.settings.hub_options or {}))
             self._owns_hub = self._hub is not setting
@@ -274,6 +266,39 @@ class App:
 
     # ------------------------------------------------------------------ serving
 
+    async def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Close every connection of the app gracefully, then release what it holds.
+
+        Called by :meth:`Server.shutdown` once listening has stopped: runs the
+        ``on_shutdown`` hooks, lets in-flight HTTP requests finish, closes WebSocket
+        connections with 1001 (each phase bounded by ``drain_timeout``, default the
+        ``drain_timeout`` setting), aborts the rest, cancels connection tasks, runs the
+        ``on_cleanup`` hooks and closes a hub the app made itself.
+        """
+        if drain_timeout is None:
+            drain_timeout = self.settings.drain_timeout
+        self._shutting_down = True
+        await _run_hooks(self, self.on_shutdown)
+        connections = self._connections
+        http = [c for c in connections if isinstance(c, HTTPConnection)]
+        for connection in http:
+            connection.start_shutdown()
+        await _wait_all([c.wait_closed() for c in http if not c.closed], drain_timeout)
+        others = [c for c in connections if not isinstance(c, HTTPConnection)]
+        await _wait_all([c.shutdown(1001) for c in others], drain_timeout)
+        for leftover in list(connections):
+            leftover.abort()
+        # Let the transports report connection_lost before the hooks run.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for task in list(self._tasks):
+            task.cancel()
+        await _run_hooks(self, self.on_cleanup)
+        try:
+            await self._close_hub()
+        except Exception:
+            server_log.exception("error closing the hub")
+
     @property
     def shutting_down(self) -> bool:
         """True once a graceful shutdown has begun (new work should be refused)."""
@@ -310,7 +335,7 @@ class App:
         ``port=0`` picks a free port (see ``server.port``); ``sock`` serves an
         already bound socket instead of ``host``/``port``; ``ssl`` enables TLS.
         """
-        return _Serving(self, host, port, ssl, sock, reuse_port, backlog)
+        return _Serving(functools.partial(self._start, host, port, ssl, sock, reuse_port, backlog))
 
     async def _start(
         self,
@@ -359,165 +384,10 @@ class App:
 
         ``loop``: ``"auto"`` (uvloop when installed), ``"uvloop"`` or ``"asyncio"``.
         ``workers > 1`` forks that many processes sharing one listening socket; they
-        need a shared hub (``hub="redis://..."``).
+        need a shared hub (``hub="redis://..."``). The process side (signals, workers,
+        malloc tuning) is :mod:`fullduplex.server.process`.
         """
-        if self.settings.tune_malloc:
-            _tune_malloc(self.settings)
-        if workers > 1:
-            self._run_workers(host, port, ssl, loop, workers, serve_kwargs)
-            return
-        with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
-            runner.run(self._serve_until_signal(host, port, ssl, serve_kwargs))
-
-    def _run_workers(
-        self,
-        host: str | None,
-        port: int,
-        ssl: ssl_module.SSLContext | None,
-        loop: str,
-        workers: int,
-        serve_kwargs: dict[str, Any],
-    ) -> None:
-        """Pre-fork ``workers`` processes on one listening socket; restart any that dies."""
-        setting = self.settings.get("hub")
-        if setting is None or setting == "memory" or type(setting).__name__ == "MemoryHub":
-            raise SystemExit(
-                f"error: --workers {workers} needs a shared hub: with the in-memory hub each "
-                "worker would broadcast only to its own clients. Use --redis redis://host:port/0"
-            )
-        sock = socket.create_server(
-            (host or "0.0.0.0", port), backlog=serve_kwargs.pop("backlog", 1024)
-        )
-        sock.setblocking(False)
-        children: dict[int, int] = {}
-        stopping = False
-
-        def spawn(index: int) -> None:
-            pid = os.fork()
-            if pid == 0:  # the worker
-                code = 0
-                try:
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays it
-                    with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
-                        runner.run(
-                            self._serve_until_signal(
-                                host, port, ssl, {**serve_kwargs, "sock": sock},
-                                signals=(signal.SIGTERM,),
-                            )
-                        )
-                except BaseException:
-                    server_log.exception("worker %d failed", index)
-                    code = 1
-                finally:
-                    os._exit(code)
-            children[pid] = index
-
-        def relay(signum: int, frame: Any) -> None:
-            nonlocal stopping
-            stopping = True
-            for pid in list(children):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-
-        previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for index in range(workers):
-                spawn(index)
-            server_log.info(
-                "%d workers serving on %s:%d", workers, host or "0.0.0.0", sock.getsockname()[1]
-            )
-            while children:
-                try:
-                    pid, status = os.wait()
-                except ChildProcessError:
-                    break
-                except InterruptedError:
-                    continue
-                index = children.pop(pid, -1)
-                if not stopping:
-                    server_log.error(
-                        "worker %d (pid %d) exited with status %d; restarting", index, pid, status
-                    )
-                    spawn(index)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            sock.close()
-
-    async def _serve_until_signal(
-        self,
-        host: str | None,
-        port: int,
-        ssl: ssl_module.SSLContext | None,
-        serve_kwargs: dict[str, Any],
-        signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
-    ) -> None:
-        server = await self.serve(host, port, ssl=ssl, **serve_kwargs)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-
-        def on_signal() -> None:
-            if stop.is_set():
-                server_log.warning("second signal: aborting all connections")
-                server.abort()
-            stop.set()
-
-        installed = []
-        for sig in signals:
-            try:
-                loop.add_signal_handler(sig, on_signal)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-        scheme = "https" if ssl else "http"
-        server_log.info("serving on %s://%s:%d", scheme, host or "0.0.0.0", server.port)
-        try:
-            await stop.wait()
-        finally:
-            server_log.info("shutting down")
-            await server.shutdown()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-
-def _tune_malloc(settings: Settings) -> None:
-    """Keep large message buffers in the heap instead of fresh pages per message.
-
-    glibc serves allocations of 128 KiB and more with mmap and gives them back on
-    free, so every large message pays for faulting in new zeroed pages (measured: 2 MiB
-    of page faults per 1 MiB echo, three times the CPU of the echo itself). Only
-    ``App.run`` does this, since it owns the process; ``tune_malloc=False`` opts out.
-    """
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return  # not glibc (e.g. musl): nothing to tune
-    largest = settings.websocket_max_message_size or 0
-    threshold = min(max(4 * 1024 * 1024, 2 * largest), 64 * 1024 * 1024)
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
-    mallopt(m_mmap_threshold, threshold)
-    mallopt(m_trim_threshold, 2 * threshold)
-
-
-def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop factory for ``App.run(loop=...)``."""
-    if name == "asyncio":
-        return None
-    if name not in ("auto", "uvloop"):
-        raise ValueError(f"loop must be 'auto', 'uvloop' or 'asyncio', not {name!r}")
-    try:
-        import uvloop
-    except ImportError:
-        if name == "uvloop":
-            raise
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+        process.run(self, host, port, ssl=ssl, loop=loop, workers=workers, **serve_kwargs)
 
 
 async def _run_hooks(app: App, hooks: list[Hook]) -> None:
@@ -533,18 +403,17 @@ async def _run_hooks(app: App, hooks: list[Hook]) -> None:
 class _Serving:
     """What ``App.serve()`` returns: awaitable (-> Server) and an async context manager."""
 
-    __slots__ = ("_app", "_args", "_server")
+    __slots__ = ("_server", "_start")
 
-    def __init__(self, app: App, *args: Any) -> None:
-        self._app = app
-        self._args = args
+    def __init__(self, start: Callable[[], Awaitable[Server]]) -> None:
+        self._start = start
         self._server: Server | None = None
 
     def __await__(self) -> Generator[Any, None, Server]:
-        return self._app._start(*self._args).__await__()
+        return self._start().__await__()
 
     async def __aenter__(self) -> Server:
-        self._server = await self._app._start(*self._args)
+        self._server = await self._start()
         return self._server
 
     async def __aexit__(
@@ -589,6 +458,10 @@ class Server:
             host = f"[{host}]"
         return f"{'https' if self.secure else 'http'}://{host}:{self.port}"
 
+    def is_serving(self) -> bool:
+        """True while the server accepts new connections."""
+        return bool(self._server.is_serving())
+
     def close(self) -> None:
         """Stop accepting new connections (existing ones are left alone)."""
         self._server.close()
@@ -606,7 +479,8 @@ class Server:
     async def shutdown(self, drain_timeout: float | None = None) -> None:
         """Graceful shutdown, in order:
 
-        1. stop accepting; run ``on_shutdown`` hooks;
+        1. stop accepting, then the app's part (:meth:`App.shutdown`): run
+           ``on_shutdown`` hooks;
         2. close idle keep-alive connections; let in-flight HTTP requests finish
            (their responses carry ``Connection: close``), up to ``drain_timeout``;
         3. call ``shutdown(1001)`` on every other registered connection (WebSocket:
@@ -622,28 +496,8 @@ class Server:
         await asyncio.shield(self._shutdown)
 
     async def _do_shutdown(self, drain_timeout: float) -> None:
-        app = self.app
         self._server.close()
-        app._shutting_down = True
-        await _run_hooks(app, app.on_shutdown)
-        http = [c for c in app._connections if isinstance(c, HTTPConnection)]
-        for connection in http:
-            connection.start_shutdown()
-        await _wait_all([c.wait_closed() for c in http if not c.closed], drain_timeout)
-        others = [c for c in app._connections if not isinstance(c, HTTPConnection)]
-        await _wait_all([c.shutdown(1001) for c in others], drain_timeout)
-        for leftover in list(app._connections):
-            leftover.abort()
-        # Let the transports report connection_lost before the hooks run.
-        for _ in range(3):
-            await asyncio.sleep(0)
-        for task in list(app._tasks):
-            task.cancel()
-        await _run_hooks(app, app.on_cleanup)
-        try:
-            await app._close_hub()
-        except Exception:
-            server_log.exception("error closing the hub")
+        await self.app.shutdown(drain_timeout)
 
     async def __aenter__(self) -> Server:
         return self

@@ -11,7 +11,7 @@ A handler instance lives for one request::
 
     App([(r"/hello/(\\w+)", Hello, {"greeting": "hi"})])
 
-Life cycle, driven by :meth:`RequestHandler._execute`: ``initialize(**kwargs)`` (at
+Life cycle, driven by :meth:`RequestHandler.execute`: ``initialize(**kwargs)`` (at
 construction) -> ``prepare()`` -> ``get()/post()/...`` (sync or ``async``) ->
 ``finish()`` (automatic when the method returns) -> ``on_finish()``. Exceptions become
 error pages: :class:`HTTPError` gives its status, anything else a logged ``500``
@@ -54,6 +54,7 @@ from typing import (
 )
 from urllib.parse import urlencode
 
+from ..protocol.errors import FullDuplexError
 from ..protocol.headers import Headers, is_token
 from ..protocol.http11 import reason_phrase
 from .http import HTTPRequest, StreamClosedError
@@ -88,7 +89,7 @@ _SECONDS_PER_DAY = 86400
 _MAX_CLOCK_SKEW = 31 * _SECONDS_PER_DAY
 
 
-class HTTPError(Exception):
+class HTTPError(FullDuplexError):
     """Raise in a handler to answer with ``status``.
 
     ``reason`` is shown to the client in the error page (keep it free of secrets);
@@ -204,7 +205,7 @@ class RequestHandler:
     """Base class for HTTP request handlers (one instance per request).
 
     Constructed as ``cls(app, request, **route_kwargs)``; the route kwargs go to
-    :meth:`initialize`. The App then awaits ``handler._execute(path_args,
+    :meth:`initialize`. The App then awaits ``handler.execute(path_args,
     path_kwargs)``, which runs the whole request (subclasses such as the WebSocket
     handler override it). Attributes: ``app``, ``request``, ``settings``,
     ``path_args`` (tuple), ``path_kwargs`` (dict).
@@ -301,7 +302,7 @@ class RequestHandler:
             allowed = _allowed_cache[cls] = tuple(names)
         return allowed
 
-    async def _execute(
+    async def execute(
         self, path_args: tuple[str | None, ...] = (), path_kwargs: dict[str, str] | None = None
     ) -> None:
         """Run the request: method check, prepare(), the verb method, finish()."""

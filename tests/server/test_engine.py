@@ -406,7 +406,7 @@ def test_shutdown_sends_1001_to_every_client_and_finishes_within_drain() -> None
             assert await asyncio.wait_for(c.read_message(), 2) is None
             assert (c.close_code, c.close_reason) == (1001, "server shutting down")
         assert elapsed < 1.0, elapsed  # every client answered: no need to wait 2 s
-        assert not app._connections
+        assert not app.connections
 
     run(main())
 

@@ -460,7 +460,7 @@ def test_upgrade_hand_over_passes_leftover_bytes(
             assert await reader.readline() == b"HTTP/1.1 101 Switching Protocols\r\n"
             await reader.readuntil(b"\r\n\r\n")
             assert await reader.readexactly(11) == b"EARLY BYTES"
-            assert not app._connections  # the HTTP connection left the registry
+            assert not app.connections  # the HTTP connection left the registry
             await asyncio.sleep(0.5)  # HTTP timers must not fire on the new protocol
             writer.write(b"later")
             assert await reader.readexactly(5) == b"LATER"
@@ -555,7 +555,7 @@ def test_graceful_shutdown(kit: Kit) -> None:
         assert response.body == b"slept 0.4"
         assert response.header("connection") == "close"
         await asyncio.wait_for(shutdown, 2)
-        assert not app._connections
+        assert not app.connections
         idle_writer.close()
         slow_writer.close()
 
@@ -679,7 +679,7 @@ def test_app_run_stops_gracefully_on_sigterm(kit: Kit) -> None:
 
 
 def test_lifecycle_hooks_and_hub(kit: Kit) -> None:
-    from fullduplex.hub import MemoryHub
+    from fullduplex.hub import HubClosed, MemoryHub
 
     async def main() -> None:
         app = make_app()
@@ -688,11 +688,11 @@ def test_lifecycle_hooks_and_hub(kit: Kit) -> None:
 
         async def on_shutdown(a: App) -> None:
             calls.append(
-                f"shutdown listening={bool(server.sockets and server._server.is_serving())}"
+                f"shutdown listening={server.is_serving()}"
             )
 
         app.on_shutdown.append(on_shutdown)
-        app.on_cleanup.append(lambda a: calls.append(f"cleanup conns={len(a._connections)}"))
+        app.on_cleanup.append(lambda a: calls.append(f"cleanup conns={len(a.connections)}"))
         hub = app.hub
         assert isinstance(hub, MemoryHub) and app.hub is hub
         server = await app.serve("127.0.0.1", 0)
@@ -703,7 +703,10 @@ def test_lifecycle_hooks_and_hub(kit: Kit) -> None:
         await server.shutdown()  # idempotent
         writer.close()
         assert calls == ["startup", "shutdown listening=False", "cleanup conns=0"]
-        assert app._hub is None  # the app made it, so the app closed it
+        # The app made the hub, so the app closed it.
+        with pytest.raises(HubClosed):
+            await hub.publish("room", 1)
+        assert app.hub is not hub
         mine = MemoryHub()
         app.hub = mine
         assert app.hub is mine

@@ -570,7 +570,7 @@ def test_large_static_file_is_streamed_with_backpressure(kit: Kit, static_dir: P
             reader, writer = await kit.connect(server.port)
             writer.write(b"GET /static/huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
             await asyncio.sleep(0.2)  # not reading: the server must not buffer it all
-            connection = next(iter(server.app._connections))
+            connection = next(iter(server.app.connections))
             transport = connection.transport  # type: ignore[attr-defined]
             assert transport is not None
             assert transport.get_write_buffer_size() < 4 * 1024 * 1024

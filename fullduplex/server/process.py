@@ -1,0 +1,210 @@
+"""Running an App as processes: the event loop, signals, pre-forked workers, malloc tuning.
+
+:class:`~fullduplex.server.app.App` holds the application (routes, settings, hub,
+templates); what only a program that owns its process does lives here, and
+:meth:`App.run <fullduplex.server.app.App.run>` calls :func:`run`::
+
+    run(app, "0.0.0.0", 8000, workers=4)     # blocking, like app.run(...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import ssl as ssl_module
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..hub import MemoryHub
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["loop_factory", "run", "run_workers", "serve_until_signal", "tune_malloc"]
+
+server_log = logging.getLogger("fullduplex.server")
+
+
+def run(
+    app: App,
+    host: str | None = "127.0.0.1",
+    port: int = 8000,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    loop: str = "auto",
+    workers: int = 1,
+    **serve_kwargs: Any,
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (see :meth:`App.run
+    <fullduplex.server.app.App.run>` for the arguments)."""
+    if app.settings.tune_malloc:
+        tune_malloc(app.settings.websocket_max_message_size or 0)
+    if workers > 1:
+        run_workers(app, host, port, ssl, loop, workers, serve_kwargs)
+        return
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(serve_until_signal(app, host, port, ssl, serve_kwargs))
+
+
+def run_workers(
+    app: App,
+    host: str | None,
+    port: int,
+    ssl: ssl_module.SSLContext | None,
+    loop: str,
+    workers: int,
+    serve_kwargs: dict[str, Any],
+) -> None:
+    """Pre-fork ``workers`` processes on one listening socket; restart any that dies."""
+    setting = app.settings.hub
+    if setting is None or setting in ("memory", "memory://") or isinstance(setting, MemoryHub):
+        raise SystemExit(
+            f"error: --workers {workers} needs a shared hub: with the in-memory hub each "
+            "worker would broadcast only to its own clients. Use --redis redis://host:port/0"
+        )
+    sock = socket.create_server(
+        (host or "0.0.0.0", port), backlog=serve_kwargs.pop("backlog", 1024)
+    )
+    sock.setblocking(False)
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays it
+                with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+                    runner.run(
+                        serve_until_signal(
+                            app,
+                            host,
+                            port,
+                            ssl,
+                            {**serve_kwargs, "sock": sock},
+                            signals=(signal.SIGTERM,),
+                        )
+                    )
+            except BaseException:
+                server_log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def relay(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for index in range(workers):
+            spawn(index)
+        server_log.info(
+            "%d workers serving on %s:%d", workers, host or "0.0.0.0", sock.getsockname()[1]
+        )
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            index = children.pop(pid, -1)
+            if not stopping:
+                server_log.error(
+                    "worker %d (pid %d) exited with status %d; restarting", index, pid, status
+                )
+                spawn(index)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+
+
+async def serve_until_signal(
+    app: App,
+    host: str | None,
+    port: int,
+    ssl: ssl_module.SSLContext | None,
+    serve_kwargs: dict[str, Any],
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """Serve until one of ``signals`` arrives, then shut down gracefully; a second
+    signal aborts every connection."""
+    server = await app.serve(host, port, ssl=ssl, **serve_kwargs)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            server_log.warning("second signal: aborting all connections")
+            server.abort()
+        stop.set()
+
+    installed = []
+    for sig in signals:
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    scheme = "https" if ssl else "http"
+    server_log.info("serving on %s://%s:%d", scheme, host or "0.0.0.0", server.port)
+    try:
+        await stop.wait()
+    finally:
+        server_log.info("shutting down")
+        await server.shutdown()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+
+def tune_malloc(largest_message: int) -> None:
+    """Keep large message buffers in the heap instead of fresh pages per message.
+
+    glibc serves allocations of 128 KiB and more with mmap and gives them back on
+    free, so every large message pays for faulting in new zeroed pages (measured: 2 MiB
+    of page faults per 1 MiB echo, three times the CPU of the echo itself). Only
+    ``App.run`` does this, since it owns the process; ``tune_malloc=False`` opts out.
+    ``largest_message`` (bytes, the message size limit) sets the thresholds.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return  # not glibc (e.g. musl): nothing to tune
+    threshold = min(max(4 * 1024 * 1024, 2 * largest_message), 64 * 1024 * 1024)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
+    mallopt(m_mmap_threshold, threshold)
+    mallopt(m_trim_threshold, 2 * threshold)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``App.run(loop=...)``."""
+    if name == "asyncio":
+        return None
+    if name not in ("auto", "uvloop"):
+        raise ValueError(f"loop must be 'auto', 'uvloop' or 'asyncio', not {name!r}")
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
