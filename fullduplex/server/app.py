@@ -134,7 +134,7 @@ class App:
         return self.router.add(Route(pattern, _handler_class(handler), kwargs))
 
     def websocket(self, pattern: str, **kwargs: Any) -> Callable[[_View], _View]:
-        """Decorator registering ``async def view(ws)`` as a WebSocket function view (S15)."""
+        """Decorator registering ``async def view(ws)`` as a WebSocket function view."""
 
         def decorator(view: _View) -> _View:
             self.router.add(Route(pattern, function_view_handler(view), kwargs))
@@ -387,7 +387,7 @@ class App:
         need a shared hub (``hub="redis://..."``). The process side (signals, workers,
         malloc tuning) is :mod:`fullduplex.server.process`.
         """
-        process.run(self, host, port, ssl=ssl, loop=loop, workers=workers, **serve_kwargs)
+        process.run(self, host, port, ssl, loop, workers, serve_kwargs)
 
 
 async def _run_hooks(app: App, hooks: list[Hook]) -> None:

@@ -4,7 +4,7 @@
 templates); what only a program that owns its process does lives here, and
 :meth:`App.run <fullduplex.server.app.App.run>` calls :func:`run`::
 
-    run(app, "0.0.0.0", 8000, workers=4)     # blocking, like app.run(...)
+    app.run("0.0.0.0", 8000, workers=4)   # blocking: process.run(app, ...)
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ server_log = logging.getLogger("fullduplex.server")
 
 def run(
     app: App,
-    host: str | None = "127.0.0.1",
-    port: int = 8000,
-    *,
-    ssl: ssl_module.SSLContext | None = None,
-    loop: str = "auto",
-    workers: int = 1,
-    **serve_kwargs: Any,
+    host: str | None,
+    port: int,
+    ssl: ssl_module.SSLContext | None,
+    loop: str,
+    workers: int,
+    serve_kwargs: dict[str, Any],
 ) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (see :meth:`App.run
-    <fullduplex.server.app.App.run>` for the arguments)."""
+    """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (the arguments are
+    those of :meth:`App.run <fullduplex.server.app.App.run>`; ``serve_kwargs`` go to
+    :meth:`App.serve <fullduplex.server.app.App.serve>`)."""
     if app.settings.tune_malloc:
         tune_malloc(app.settings.websocket_max_message_size or 0)
     if workers > 1:

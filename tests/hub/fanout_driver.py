@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from fullduplex.client import WebSocketClientConnection, websocket_connect
+from fullduplex.transports import send_and_drain
 
 PREFIX = '{"op":"message","room":"big","offset":'
 START = len(PREFIX)
@@ -126,9 +127,7 @@ async def main(url: str, n: int, rounds: int, burst: int, size: int) -> None:
     big = json.dumps({"op": "publish", "room": "big", "data": "y" * size})
     t0 = time.perf_counter()
     for _ in range(burst):
-        publisher.send(big)
-        if publisher.write_paused:
-            await publisher.drain()
+        await send_and_drain(publisher, big)
     t1 = await state.all_got(base + burst, 30)
     burst_s = t1 - t0
     final = base + burst
