@@ -9,7 +9,7 @@ from typing import Any
 
 from .engine import Message, MessageQueue, WebSocketEngine
 from .protocol.errors import ConnectionClosed
-from .transports.base import MessageConnection, send_and_drain
+from .transports.base import DEFAULT_MAX_PENDING, Broadcast, MessageConnection, send_and_drain
 
 __all__ = ["WebSocket"]
 
@@ -68,6 +68,13 @@ class WebSocket:
     async def send(self, message: Message, binary: bool | None = None) -> None:
         """Send one message and wait while the write buffer is above its high-water mark."""
         await send_and_drain(self.connection, message, binary)
+
+    def send_broadcast(
+        self, broadcast: Broadcast, max_pending: int = DEFAULT_MAX_PENDING, policy: str = "close"
+    ) -> bool:
+        """Write a message shared by many receivers (``fullduplex.hub.broadcast``, a hub);
+        False when closed or dropped by the slow-consumer ``policy``."""
+        return self.connection.send_broadcast(broadcast, max_pending, policy)
 
     async def write_message(self, message: Message, binary: bool = False) -> None:
         """Tornado-style send: ``str`` as text, bytes as binary; ``binary=True`` sends a

@@ -446,12 +446,19 @@ class WebSocketEngine(asyncio.Protocol):
         ``"close"`` closes the connection with 1013 (default), ``"drop_oldest"``
         discards the oldest waiting frame, ``"latest"`` keeps only the newest.
         """
-        frame = broadcast.cached_websocket_frame
-        if frame is None:
-            frame = broadcast.websocket_frame()
         transport = self.transport
         if transport is None or self.connection.close_sent is not None:
             return False
+        if not self._is_server:
+            # A client masks every frame (RFC 6455 §5.3): nothing can be shared.
+            try:
+                self.send(broadcast.message)
+            except ConnectionClosed:
+                return False
+            return True
+        frame = broadcast.cached_websocket_frame
+        if frame is None:
+            frame = broadcast.websocket_frame()
         pending = self._pending
         if not self._write_paused and not pending:
             transport.write(frame)

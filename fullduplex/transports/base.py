@@ -124,18 +124,16 @@ class Broadcast:
 
 @runtime_checkable
 class BroadcastReceiver(Protocol):
-    """What the hub delivers to: a connection, or a handler that has one."""
+    """What the hub delivers to: a connection, or a handler or view that has one.
+
+    A hub also closes members whose feed it cannot continue, through their ``close``
+    method when they have one."""
 
     def send_broadcast(
         self, broadcast: Broadcast, max_pending: int = DEFAULT_MAX_PENDING, policy: str = "close"
     ) -> bool:
         """Write a shared message; False when it was not taken (closed, or dropped by
         the slow-consumer ``policy``: ``"close"``, ``"drop_oldest"`` or ``"latest"``)."""
-        ...
-
-    def close(self, code: int | None = 1000, reason: str = "") -> None:
-        """Start an orderly close with ``code`` and ``reason`` (a hub closes members
-        whose feed it cannot continue)."""
         ...
 
 
@@ -164,6 +162,10 @@ class MessageConnection(BroadcastReceiver, Protocol):
 
     def buffered_amount(self) -> int:
         """Bytes queued for the peer but not yet handed to the operating system."""
+        ...
+
+    def close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Start an orderly close with ``code`` and ``reason``."""
         ...
 
     def abort(self) -> None:

@@ -20,6 +20,7 @@ from fullduplex import WebSocket, WebSocketHandler  # noqa: E402
 from fullduplex.client import websocket_connect  # noqa: E402
 from fullduplex.consumers import AsyncWebsocketConsumer  # noqa: E402
 from fullduplex.engine import WebSocketEngine  # noqa: E402
+from fullduplex.hub import broadcast  # noqa: E402
 from fullduplex.protocol.connection import Connection, Role  # noqa: E402
 from fullduplex.protocol.errors import HandshakeFailed, HandshakeRejected  # noqa: E402
 from fullduplex.protocol.events import BinaryMessage, TextMessage  # noqa: E402
@@ -138,6 +139,40 @@ def test_every_handler_style_sees_its_connection_through_the_seam() -> None:
                 await asyncio.sleep(0.02)
         assert seen["handler_close"] == (4000, "done")
         assert seen["view"][0] == "websocket" and seen["consumer"] == "websocket"
+
+    run(main())
+
+
+def test_function_views_and_clients_are_broadcast_receivers() -> None:
+    views: list[WebSocket] = []
+    got: list[str | bytes] = []
+
+    async def view(ws: WebSocket) -> None:
+        views.append(ws)
+        async for message in ws:
+            got.append(message)
+
+    async def main() -> None:
+        async with serving([("/ws", view)], websocket_ping_interval=None) as server:
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            clients = [await websocket_connect(url) for _ in range(3)]
+            for _ in range(100):
+                if len(views) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            # Server side: one frame shared by the three views.
+            assert broadcast(views, "to clients") == 3
+            for client in clients:
+                assert await client.read_message() == "to clients"
+            # Client side: frames must be masked, so each client encodes its own.
+            assert broadcast(clients, b"to server") == 3
+            for _ in range(100):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert got == [b"to server"] * 3
+            for client in clients:
+                await client.close()
 
     run(main())
 
