@@ -2,7 +2,7 @@
 
 The public surface, listed once::
 
-    from fullduplex import App, RequestHandler, WebSocketHandler, WebSocket, RoomHandler
+    from fullduplex import App, RequestHandler, WebSocketHandler, WebSocket
     from fullduplex import websocket_connect          # asyncio client
     from fullduplex.sync import websocket_connect     # blocking client
 
@@ -27,8 +27,6 @@ _EXPORTS = {
     "WebSocketHandler": ".server.websocket",
     "WebSocketClosedError": ".server.websocket",
     "WebSocket": ".endpoint",
-    "RoomHandler": ".hub",
-    "MemoryHub": ".hub",
     "WebsocketConsumer": ".consumers",
     "AsyncWebsocketConsumer": ".consumers",
     "WebSocketClientConnection": ".client",
@@ -79,12 +77,6 @@ if TYPE_CHECKING:
     )
     from .endpoint import (
         WebSocket as WebSocket,
-    )
-    from .hub import (
-        MemoryHub as MemoryHub,
-    )
-    from .hub import (
-        RoomHandler as RoomHandler,
     )
     from .protocol.deflate import (
         DeflateOptions as DeflateOptions,

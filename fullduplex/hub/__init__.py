@@ -71,9 +71,7 @@ def create_hub(setting: Hub | str | None = None, **options: Any) -> Hub:
 
 
 def __getattr__(name: str) -> Any:
-    # RoomHandler is a server handler class kept here for now: the server imports the
-    # hub (App.hub), so importing it eagerly would be circular. Once it lives with the
-    # other handlers in fullduplex.server, this loader goes.
+    # RoomHandler pulls in the HTTP server; the server imports the hub for App.hub.
     if name == "RoomHandler":
         from .rooms import RoomHandler
 
