@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,15 +38,24 @@ RESULTS = os.path.join(HERE, "results")
 PY = sys.executable
 REFERENCE = "websockets"
 
-# name -> (kind, script)
+# name -> (kind, script). The three ways to write a fullduplex server, each run as its own
+# server; fullduplex-async is how the README Quickstart writes it (the headline row).
 SERVERS: dict[str, tuple[str, str]] = {
-    "fullduplex": ("python", "fullduplex_server.py"),
+    "fullduplex-async": ("python", "fullduplex_async_server.py"),
+    "fullduplex-view": ("python", "fullduplex_view_server.py"),
+    "fullduplex-sync": ("python", "fullduplex_sync_server.py"),
     "websockets": ("python", "websockets_server.py"),
     "aiohttp": ("python", "aiohttp_server.py"),
     "tornado": ("python", "tornado_server.py"),
     "picows": ("python", "picows_server.py"),
     "node-ws": ("node", "ws_server.js"),
 }
+#: The row the README quotes first: the server written as the README Quickstart writes it.
+HEADLINE = "fullduplex-async"
+#: ``--servers fullduplex`` means all three fullduplex styles.
+FULLDUPLEX_STYLES = [s for s in SERVERS if s.startswith("fullduplex")]
+#: Suffix of the servers run against the ``--ref`` checkout of fullduplex.
+REF_SUFFIX = "@ref"
 
 SCENARIOS = ("latency", "throughput", "large", "broadcast", "handshake", "memory")
 
@@ -190,7 +200,21 @@ def child_setup() -> None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+def base_name(name: str) -> str:
+    """The server script's name in SERVERS: ``fullduplex-sync@ref`` -> ``fullduplex-sync``."""
+    return name.removesuffix(REF_SUFFIX)
+
+
+def server_env(pythonpath: str) -> dict[str, str]:
+    """Environment of a server process: ``pythonpath`` (the fullduplex checkout to run)
+    first on PYTHONPATH, ahead of the venv's own install of fullduplex."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 def pin(cpu: int | None) -> list[str]:
@@ -200,10 +224,11 @@ def pin(cpu: int | None) -> list[str]:
 
 
 class Server:
-    def __init__(self, name: str, loop: str, cpu: int | None) -> None:
+    def __init__(self, name: str, loop: str, cpu: int | None, pythonpath: str = ROOT) -> None:
         self.name = name
         self.port = free_port()
-        kind, script = SERVERS[name]
+        self.pythonpath = pythonpath
+        kind, script = SERVERS[base_name(name)]
         path = os.path.join(SERVERS_DIR, script)
         exe = [shutil.which("node") or "node"] if kind == "node" else [PY]
         self.cmd = pin(cpu) + exe + [path, "--port", str(self.port), "--loop", loop]
@@ -212,8 +237,6 @@ class Server:
 
     def start(self, timeout: float = 15.0) -> str | None:
         """Start and wait until the port accepts connections. Returns an error string or None."""
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         try:
             self.proc = subprocess.Popen(
                 self.cmd,
@@ -221,7 +244,7 @@ class Server:
                 stdout=self.log,
                 stderr=self.log,
                 cwd=ROOT,
-                env=env,
+                env=server_env(self.pythonpath),
                 preexec_fn=child_setup,
                 start_new_session=True,
             )
@@ -301,7 +324,8 @@ def run_generator(
         return {"ok": False, "error": f"generator timed out after {timeout:.0f}s"}
     lines = out.stdout.decode(errors="replace").strip().splitlines()
     try:
-        return json.loads(lines[-1])
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
     except (IndexError, ValueError):
         err = out.stderr.decode(errors="replace").strip().splitlines()[-3:]
         return {"ok": False, "error": "generator failed: " + " | ".join(err)}
@@ -369,6 +393,89 @@ def _read(path: str) -> str | None:
         return None
 
 
+# --------------------------------------------------------------------------- --ref checkout
+
+# What a server process would import: the fullduplex package's file and whether the
+# C speedups load (works on old checkouts too: only ``_speedups`` is assumed).
+_PROBE = """
+import fullduplex
+try:
+    from fullduplex.protocol import _speedups
+    impl = "c"
+except ImportError:
+    impl = "python"
+print(fullduplex.__file__)
+print(impl)
+"""
+
+
+def _probe(pythonpath: str) -> tuple[str, str]:
+    out = subprocess.run(
+        [PY, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=HERE,
+        env=server_env(pythonpath),
+    )
+    lines = out.stdout.split()
+    if out.returncode or len(lines) < 2:
+        tail = " | ".join(out.stderr.strip().splitlines()[-2:])
+        raise SystemExit(f"--ref: cannot import fullduplex from {pythonpath}: {tail}")
+    return lines[0], lines[1]
+
+
+def prepare_ref(ref: str) -> dict[str, Any]:
+    """Make ``--ref`` runnable: a directory is used as it is; anything else is a git
+    revision of this repository, exported (``git archive``) to bench/.peers/. The C
+    speedups are built in place there (``setup.py build_ext --inplace``, a no-op when up
+    to date), and a probe checks that a server process really imports that checkout."""
+    if os.path.isdir(ref):
+        path = os.path.abspath(ref)
+        commit = _cmd(["git", "-C", path, "rev-parse", "--short=12", "HEAD"])
+        if commit and _cmd(["git", "-C", path, "status", "--porcelain", "--untracked=no"]):
+            commit += "+changes"
+    else:
+        commit = _cmd(["git", "-C", ROOT, "rev-parse", "--verify", "--short=12", ref + "^{commit}"])
+        if not commit:
+            raise SystemExit(f"--ref {ref}: neither a directory nor a git revision of {ROOT}")
+        path = os.path.join(HERE, ".peers", f"fullduplex-{commit}")
+        if not os.path.isdir(os.path.join(path, "fullduplex")):
+            print(f"exporting fullduplex {commit} to {os.path.relpath(path, ROOT)} ...", flush=True)
+            tmp = path + ".tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            archive = subprocess.run(
+                ["git", "-C", ROOT, "archive", commit], capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            os.rename(tmp, path)
+    if not os.path.isfile(os.path.join(path, "fullduplex", "__init__.py")):
+        raise SystemExit(f"--ref {ref}: {path} has no fullduplex package")
+    build_error = None
+    if os.path.isfile(os.path.join(path, "setup.py")):
+        print(f"building the C speedups in {path} ...", flush=True)
+        built = subprocess.run(
+            [PY, "setup.py", "build_ext", "--inplace"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=path,
+        )
+        if built.returncode:
+            build_error = " | ".join(built.stderr.strip().splitlines()[-2:])
+    imported, impl = _probe(path)
+    if not os.path.realpath(imported).startswith(os.path.realpath(path) + os.sep):
+        raise SystemExit(f"--ref: servers would import {imported}, not the checkout in {path}")
+    if impl != "c":
+        print(
+            f"warning: --ref {path} runs without its C speedups"
+            + (f" (build failed: {build_error})" if build_error else ""),
+            file=sys.stderr,
+        )
+    return {"arg": ref, "path": path, "commit": commit, "speedups": impl}
+
+
 # --------------------------------------------------------------------------- aggregation
 
 
@@ -428,7 +535,21 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         "utilisation of server, generator and everything else during the window (gen ≈ 100% ⇒ the "
         "generator, not the server, was the bottleneck; other > 10% ⇒ noisy machine).",
         "",
+        "fullduplex runs as three servers, one per way to write a handler: "
+        "**fullduplex-async** (handler class, `async def on_message` awaiting "
+        "`write_message`, as in the README Quickstart: the headline row), "
+        "**fullduplex-view** (function view, `async for message in ws: await ws.send(...)`) "
+        "and **fullduplex-sync** (handler class, synchronous `on_message`, no await).",
+        "",
     ]
+    ref = first["config"].get("ref")
+    if ref:
+        lines += [
+            f"Rows marked `{REF_SUFFIX}` run the same server scripts against fullduplex "
+            f"{ref['commit']} (`{ref['path']}`, {ref['speedups']} speedups), interleaved with "
+            f"the others; the unmarked fullduplex rows are {m.get('git_commit')}.",
+            "",
+        ]
     for run in runs:
         loop = run["loop"]
         res = run["results"]
@@ -458,7 +579,8 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                         )
                     )
                 )
-            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            label = f"**{s}**" if s == first["config"].get("headline") else s
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
         for sc in scen:
             key, label, hb, f = METRIC[sc]
@@ -522,6 +644,19 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def server_colors(servers: list[str]) -> dict[str, str]:
+    """A colour per server; a ``@ref`` twin gets a lighter shade of its server's colour."""
+    dark = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
+    dark += ["#7f7f7f", "#bcbd22", "#17becf"]
+    light = ["#ff9896", "#aec7e8", "#98df8a", "#ffbb78", "#c5b0d5", "#c49c94", "#f7b6d2"]
+    light += ["#c7c7c7", "#dbdb8d", "#9edae5"]
+    bases = list(dict.fromkeys(base_name(s) for s in servers))
+    return {
+        s: (light if s.endswith(REF_SUFFIX) else dark)[bases.index(base_name(s)) % len(dark)]
+        for s in servers
+    }
+
+
 def chart(runs: list[dict[str, Any]], path: str) -> str | None:
     try:
         import matplotlib
@@ -531,8 +666,7 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
         from matplotlib.ticker import FuncFormatter
     except Exception as exc:  # pragma: no cover - optional
         return f"matplotlib unavailable ({exc}); no chart"
-    palette = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-    colors = dict(zip(SERVERS, palette, strict=True))
+    colors = server_colors([s for run in runs for s in run["config"]["servers"]])
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ncol = len(runs)
     fig, axes = plt.subplots(3, ncol, figsize=(7.5 * ncol, 13), squeeze=False)
@@ -545,7 +679,7 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
         def ref(sc: str, key: str, res: dict[str, Any] = res) -> Any:
             return res.get(REFERENCE, {}).get(sc, {}).get("median", {}).get(key)
 
-        rows = [
+        rows: list[tuple[str, Callable[[dict[str, Any], str], Any]]] = [
             (
                 "server CPU µs per operation (lower is better)",
                 lambda med, sc: med.get("server_cpu_us_per_op"),
@@ -584,11 +718,13 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
             if row:
                 ax.axhline(1.0, color="black", linewidth=0.8)
     handles, labels = axes[0][0].get_legend_handles_labels()
+    legend_cols = max(1, min(len(labels), 4 * ncol))
+    legend_rows = -(-len(labels) // legend_cols)
     fig.legend(
         handles,
         labels,
         loc="upper center",
-        ncol=len(labels),
+        ncol=legend_cols,
         bbox_to_anchor=(0.5, 0.965),
         fontsize=9,
     )
@@ -597,7 +733,7 @@ def chart(runs: list[dict[str, Any]], path: str) -> str | None:
         "server on CPU 0, picows/uvloop generator on CPU 1",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.945))
+    fig.tight_layout(rect=(0, 0, 1, 0.945 - 0.015 * (legend_rows - 1)))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return None
@@ -612,7 +748,11 @@ def main() -> int:
     )
     p.add_argument("--quick", action="store_true", help="one repeat, smaller counts (< 3 min)")
     p.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma list; default: all")
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma list; default: all ('fullduplex' = its three styles)",
+    )
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list; default: all")
     p.add_argument(
         "--loop",
@@ -635,6 +775,13 @@ def main() -> int:
         action="store_true",
         help="run server and generator as SCHED_FIFO (root): neighbours cannot disturb them, "
         "but other work on the machine is starved (down to 5%%) while a CPU is saturated",
+    )
+    p.add_argument(
+        "--ref",
+        metavar="PATH|GITREV",
+        help="also run the fullduplex servers against another fullduplex: a checkout "
+        "directory, or a git revision of this repository (exported to bench/.peers/); "
+        "reported as <server>@ref, interleaved with the others (before/after in one run)",
     )
     p.add_argument("--out", default=RESULTS)
     p.add_argument(
@@ -659,11 +806,16 @@ def main() -> int:
     RT = a.rt
     NICE = a.nice if (a.nice >= 0 or os.geteuid() == 0) else 0
 
-    servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    servers: list[str] = []
+    for s in (s.strip() for s in a.servers.split(",")):
+        if s == "fullduplex":
+            servers += FULLDUPLEX_STYLES
+        elif s in SERVERS:
+            servers.append(s)
+        elif s:
+            p.error(f"unknown server {s!r}; choose from fullduplex, {', '.join(SERVERS)}")
+    servers = list(dict.fromkeys(servers))
     scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    for s in servers:
-        if s not in SERVERS:
-            p.error(f"unknown server {s!r}; choose from {', '.join(SERVERS)}")
     for s in scenarios:
         if s not in SCENARIOS:
             p.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
@@ -676,6 +828,14 @@ def main() -> int:
         print("warning: taskset not found (util-linux); running unpinned", file=sys.stderr)
     raise_nofile()
     os.makedirs(a.out, exist_ok=True)
+    ref: dict[str, Any] | None = None
+    if a.ref:
+        ref = prepare_ref(a.ref)
+        # each fullduplex server right after its twin on the other checkout
+        servers = [
+            v for s in servers for v in ([s, s + REF_SUFFIX] if s in FULLDUPLEX_STYLES else [s])
+        ]
+        print(f"--ref: fullduplex {ref['commit']} from {ref['path']} ({ref['speedups']} speedups)")
 
     def _sigterm(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -690,6 +850,7 @@ def main() -> int:
         )
 
     machine = machine_info()
+    machine["fullduplex_speedups"] = _probe(ROOT)[1]
     started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     t_start = time.monotonic()
@@ -704,14 +865,17 @@ def main() -> int:
                 for name in servers:
                     if name in skipped:
                         continue
-                    srv = Server(name, loop, scpu)
+                    pythonpath = ref["path"] if ref and name.endswith(REF_SUFFIX) else ROOT
+                    srv = Server(name, loop, scpu, pythonpath)
                     try:
                         err = srv.start()
                     except BaseException:
                         srv.stop()
                         raise
                     if err:
-                        skipped[name] = f"bench/servers/{SERVERS[name][1]} failed to start: {err}"
+                        skipped[name] = (
+                            f"bench/servers/{SERVERS[base_name(name)][1]} failed to start: {err}"
+                        )
                         print(f"SKIP {name} ({loop}): {skipped[name]}", flush=True)
                         srv.stop()
                         continue
@@ -724,11 +888,11 @@ def main() -> int:
                         srv.stop()
                     r["repeat"] = rep
                     samples[name][sc].append(r)
-                    key, label, _, f = METRIC[sc]
+                    key, label, _, form = METRIC[sc]
                     if r.get("ok"):
                         cpu_op = fmt(r.get("server_cpu_us_per_op"), "{:,.1f}")
                         msg = (
-                            f"{fmt(r.get(key), f):>12} {label:<13} {cpu_op:>9} srv-µs/op  "
+                            f"{fmt(r.get(key), form):>12} {label:<13} {cpu_op:>9} srv-µs/op  "
                             f"(srv {100 * r['server_cpu_util']:.0f}% "
                             f"gen {100 * r['gen_cpu_util']:.0f}% "
                             f"other {100 * r['other_cpu_util']:.0f}%)"
@@ -737,7 +901,7 @@ def main() -> int:
                         msg = f"FAILED: {r.get('error')}"
                     stamp_s = f"{time.monotonic() - t_start:5.0f}s"
                     print(
-                        f"[{loop} {rep + 1}/{repeats} {stamp_s}] {sc:<10} {name:<11} {msg}",
+                        f"[{loop} {rep + 1}/{repeats} {stamp_s}] {sc:<10} {name:<20} {msg}",
                         flush=True,
                     )
                     time.sleep(0.2)
@@ -766,6 +930,8 @@ def main() -> int:
                 "sched_fifo": RT,
                 "generator": "bench/loadgen.py (picows client, uvloop)",
                 "reference": REFERENCE,
+                "headline": HEADLINE,
+                "ref": ref,
             },
             "skipped": skipped,
             "results": results,

@@ -57,8 +57,13 @@ def run(main: Callable[[], Awaitable[Any]], loop: str) -> None:
     async def guarded() -> None:
         ev = asyncio.get_running_loop()
         stop = ev.create_future()
+
+        def set_stop() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            ev.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+            ev.add_signal_handler(sig, set_stop)
         task = asyncio.ensure_future(main())
         await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
         if task.done() and not task.cancelled() and task.exception() is not None:

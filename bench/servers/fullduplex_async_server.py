@@ -1,4 +1,5 @@
-"""Echo + broadcast server on fullduplex (planned public API; see bench/README.md)."""
+"""Echo + broadcast server on fullduplex, written as the README Quickstart writes it: a
+handler class whose ``async def on_message`` awaits ``self.write_message(...)``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MAX_MESSAGE, bcast_payload, parse_args
+from _common import bcast_payload
+from _fullduplex import SETTINGS, serve
 
 from fullduplex import App, WebSocketHandler
 from fullduplex.hub import broadcast
@@ -24,21 +26,12 @@ class Echo(WebSocketHandler):
     def on_close(self) -> None:
         clients.discard(self)
 
-    def on_message(self, message: str | bytes) -> None:
+    async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, str) and message.startswith("bcast:"):
             broadcast(clients, bcast_payload(message))
         else:
-            self.write_message(message, binary=isinstance(message, bytes))
+            await self.write_message(message, binary=isinstance(message, bytes))
 
 
 if __name__ == "__main__":
-    a = parse_args()
-    app = App(
-        [(r"/.*", Echo)],
-        websocket_max_message_size=MAX_MESSAGE,
-        websocket_compression=None,
-    )
-    try:
-        app.run(a.host, a.port, loop=a.loop)
-    except KeyboardInterrupt:
-        pass
+    serve(App([(r"/.*", Echo)], **SETTINGS))
