@@ -535,13 +535,16 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         "utilisation of server, generator and everything else during the window (gen ≈ 100% ⇒ the "
         "generator, not the server, was the bottleneck; other > 10% ⇒ noisy machine).",
         "",
-        "fullduplex runs as three servers, one per way to write a handler: "
-        "**fullduplex-async** (handler class, `async def on_message` awaiting "
-        "`write_message`, as in the README Quickstart: the headline row), "
-        "**fullduplex-view** (function view, `async for message in ws: await ws.send(...)`) "
-        "and **fullduplex-sync** (handler class, synchronous `on_message`, no await).",
-        "",
     ]
+    if any(s in FULLDUPLEX_STYLES for s in first["config"]["servers"]):
+        lines += [
+            "fullduplex runs as three servers, one per way to write a handler: "
+            "**fullduplex-async** (handler class, `async def on_message` awaiting "
+            "`write_message`, as in the README Quickstart: the headline row), "
+            "**fullduplex-view** (function view, `async for message in ws: await ws.send(...)`) "
+            "and **fullduplex-sync** (handler class, synchronous `on_message`, no await).",
+            "",
+        ]
     ref = first["config"].get("ref")
     if ref:
         lines += [

@@ -410,6 +410,23 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_runq_wait_s(pid: int) -> float:
+    """Seconds the process's main thread has waited on a run queue (runnable, not
+    running): CPU starvation by other work on the machine."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def proc_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -523,6 +540,7 @@ def run_parent(a: argparse.Namespace) -> int:
     finals: dict[int, dict[str, Any]] = {}
     hist_all: dict[int, int] = {}
     hist_steady: dict[int, int] = {}
+    hist_window: dict[int, int] = {}  # since the last sample
     go: float | None = None  # when broadcast and churn started (all connected)
     warm: dict[str, Any] | None = None
     end: dict[str, Any] = {}
@@ -589,6 +607,8 @@ def run_parent(a: argparse.Namespace) -> int:
         next_sample = time.monotonic() + a.sample
         last_delivered = 0
         last_t = t0
+        last_cpu = proc_cpu_s(server.pid)
+        last_wait = proc_runq_wait_s(server.pid)
         while len(finals) < clients and time.monotonic() < deadline + 90:
             if server.poll() is not None:
                 raise SystemExit(f"the server died (code {server.returncode}); see {log_path}")
@@ -600,6 +620,7 @@ def run_parent(a: argparse.Namespace) -> int:
                 i = msg["index"]
                 hist = {int(k): v for k, v in msg["hist"].items()}
                 merge(hist_all, hist)
+                merge(hist_window, hist)
                 if warm is not None and (msg["t"] <= deadline or msg["type"] == "final"):
                     merge(hist_steady, hist)
                 if msg["type"] == "final":
@@ -623,7 +644,11 @@ def run_parent(a: argparse.Namespace) -> int:
                 held = sum(m["live"] for m in latest.values())
                 delivered = sum(m["delivered"] for m in latest.values())
                 rate = (delivered - last_delivered) / max(1e-9, now - last_t)
-                last_delivered, last_t = delivered, now
+                cpu = proc_cpu_s(server.pid)
+                wait = proc_runq_wait_s(server.pid)
+                server_cpu = (cpu - last_cpu) / max(1e-9, now - last_t)
+                server_wait = (wait - last_wait) / max(1e-9, now - last_t)
+                last_delivered, last_t, last_cpu, last_wait = delivered, now, cpu, wait
                 s = {
                     "t_s": round(now - t0, 1),
                     "rss_kib": proc_rss_kib(server.pid),
@@ -631,12 +656,20 @@ def run_parent(a: argparse.Namespace) -> int:
                     "held": held,
                     "delivered": delivered,
                     "deliveries_per_s": round(rate),
+                    "server_cpu_pct": round(100 * server_cpu),
+                    "server_runq_wait_pct": round(100 * server_wait),
+                    "loadavg_1m": float((_read("/proc/loadavg") or "0").split()[0]),
+                    **percentiles(hist_window, (50.0, 99.0, 100.0)),
                     "phase": "connect" if go is None else "warm-up" if warm is None else "steady",
                 }
                 samples.append(s)
+                hist_window = {}
                 print(
                     f"  {s['t_s']:6.1f}s  RSS {s['rss_kib'] / 1024:7.1f} MiB  fds {s['fds']:6d}  "
-                    f"held {held:6d}  {rate:9,.0f} deliveries/s  ({s['phase']})",
+                    f"held {held:6d}  {rate:9,.0f} deliveries/s  p99 {_ms(s['p99_ms'])}  "
+                    f"server CPU {s['server_cpu_pct']}% (waited {s['server_runq_wait_pct']}%)  "
+                    f"load {s['loadavg_1m']}  "
+                    f"({s['phase']})",
                     flush=True,
                 )
                 if warm is None and go is not None and now >= go + a.warmup:
@@ -781,6 +814,10 @@ def _mib(kib: Any) -> str:
     return "—" if kib is None else f"{kib / 1024:,.1f} MiB"
 
 
+def _num(v: Any) -> str:
+    return "—" if v is None else f"{v:,.1f}"
+
+
 def _ms(v: Any) -> str:
     return "—" if v is None else f"{v:,.2f} ms"
 
@@ -840,6 +877,16 @@ def markdown(s: dict[str, Any]) -> str:
             )
             + " |"
         )
+    steady = [x for x in s["samples"] if x["phase"] == "steady" and "server_cpu_pct" in x]
+    if steady:
+        n = len(steady)
+        cpu = sum(x["server_cpu_pct"] for x in steady) / n
+        wait = sum(x["server_runq_wait_pct"] for x in steady) / n
+        load = sum(x["loadavg_1m"] for x in steady) / n
+        lines.append(
+            f"| steady state, mean: server CPU / server waiting for a CPU / load average | "
+            f"{cpu:.0f} % / {wait:.0f} % / {load:.1f} |"
+        )
     log = s["server_log"]["counts"]
     lines.append(
         "| server log: Traceback / ERROR / WARNING | "
@@ -866,13 +913,19 @@ def markdown(s: dict[str, Any]) -> str:
         lines += first
         lines += ["```", ""]
     lines += [
-        "| t (s) | RSS MiB | fds | held | deliveries/s | phase |",
-        "|---:|---:|---:|---:|---:|---|",
+        "Samples (latency columns: deliveries received since the previous sample):",
+        "",
+        "| t (s) | RSS MiB | fds | held | deliveries/s | p50 ms | p99 ms | max ms "
+        "| server CPU % | server waited for a CPU % | load avg | phase |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for x in s["samples"]:
         lines.append(
             f"| {x['t_s']:.0f} | {x['rss_kib'] / 1024:,.1f} | {x['fds']} | {x['held']} | "
-            f"{x['deliveries_per_s']:,} | {x['phase']} |"
+            f"{x['deliveries_per_s']:,} | {_num(x.get('p50_ms'))} | {_num(x.get('p99_ms'))} | "
+            f"{_num(x.get('p100_ms'))} | {x.get('server_cpu_pct', '—')} | "
+            f"{x.get('server_runq_wait_pct', '—')} | "
+            f"{x.get('loadavg_1m', '—')} | {x['phase']} |"
         )
     return "\n".join(lines) + "\n"
 
