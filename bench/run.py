@@ -425,6 +425,10 @@ def _probe(pythonpath: str) -> tuple[str, str]:
     return lines[0], lines[1]
 
 
+#: File naming the commit of a checkout exported by --ref.
+EXPORTED_COMMIT = ".fullduplex-commit"
+
+
 def prepare_ref(ref: str) -> dict[str, Any]:
     """Make ``--ref`` runnable: a directory is used as it is; anything else is a git
     revision of this repository, exported (``git archive``) to bench/.peers/. The C
@@ -432,9 +436,12 @@ def prepare_ref(ref: str) -> dict[str, Any]:
     to date), and a probe checks that a server process really imports that checkout."""
     if os.path.isdir(ref):
         path = os.path.abspath(ref)
-        commit = _cmd(["git", "-C", path, "rev-parse", "--short=12", "HEAD"])
-        if commit and _cmd(["git", "-C", path, "status", "--porcelain", "--untracked=no"]):
-            commit += "+changes"
+        commit = _read(os.path.join(path, EXPORTED_COMMIT))
+        top = _cmd(["git", "-C", path, "rev-parse", "--show-toplevel"])
+        if commit is None and top and os.path.realpath(top) == os.path.realpath(path):
+            commit = _cmd(["git", "-C", path, "rev-parse", "--short=12", "HEAD"])
+            if commit and _cmd(["git", "-C", path, "status", "--porcelain", "--untracked=no"]):
+                commit += "+changes"
     else:
         commit = _cmd(["git", "-C", ROOT, "rev-parse", "--verify", "--short=12", ref + "^{commit}"])
         if not commit:
@@ -449,6 +456,8 @@ def prepare_ref(ref: str) -> dict[str, Any]:
                 ["git", "-C", ROOT, "archive", commit], capture_output=True, check=True
             ).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            with open(os.path.join(tmp, EXPORTED_COMMIT), "w") as f:
+                f.write(commit)
             os.rename(tmp, path)
     if not os.path.isfile(os.path.join(path, "fullduplex", "__init__.py")):
         raise SystemExit(f"--ref {ref}: {path} has no fullduplex package")
@@ -549,7 +558,8 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     if ref:
         lines += [
             f"Rows marked `{REF_SUFFIX}` run the same server scripts against fullduplex "
-            f"{ref['commit']} (`{ref['path']}`, {ref['speedups']} speedups), interleaved with "
+            f"{ref['commit'] or '(commit unknown)'} (`{ref['path']}`, "
+            f"{ref['speedups']} speedups), interleaved with "
             f"the others; the unmarked fullduplex rows are {m.get('git_commit')}.",
             "",
         ]
