@@ -524,6 +524,32 @@ def fmt_ratio(r: float | None) -> str:
     return f"**{r:.2f}×**" if r >= 1.005 else f"{r:.2f}×"
 
 
+def before_after(res: dict[str, Any], servers: list[str], scen: list[str]) -> list[str]:
+    """For ``--ref`` runs: server CPU µs/op of each fullduplex server on the ref checkout
+    and on this one, and the change (negative: this tree uses less CPU)."""
+    pairs = [s for s in servers if s + REF_SUFFIX in servers]
+    if not pairs:
+        return []
+    out = [
+        f"Before/after — server CPU µs per operation, `{REF_SUFFIX}` → this tree "
+        "(change: − is less CPU now):",
+        "",
+        "| server | " + " | ".join(scen) + " |",
+        "|---|" + "---:|" * len(scen),
+    ]
+    for s in pairs:
+        cells = []
+        for sc in scen:
+            now = res[s].get(sc, {}).get("median", {}).get("server_cpu_us_per_op")
+            then = res[s + REF_SUFFIX].get(sc, {}).get("median", {}).get("server_cpu_us_per_op")
+            if now and then:
+                cells.append(f"{then:,.1f} → {now:,.1f} ({100 * (now / then - 1):+.0f} %)")
+            else:
+                cells.append("—")
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
 def markdown(runs: list[dict[str, Any]]) -> str:
     lines: list[str] = []
     first = runs[0]
@@ -595,6 +621,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             label = f"**{s}**" if s == first["config"].get("headline") else s
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += before_after(res, servers, scen)
         for sc in scen:
             key, label, hb, f = METRIC[sc]
             extras = EXTRA.get(sc, [])
