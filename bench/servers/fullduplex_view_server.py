@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import bcast_payload
@@ -14,22 +15,23 @@ from fullduplex import App, WebSocket
 from fullduplex.hub import broadcast
 
 app = App(**SETTINGS)
-clients: set[WebSocket] = set()
+# broadcast() takes a view's ``ws.connection`` (older fullduplex, run with --ref, took
+# the WebSocket itself).
+clients: set[Any] = set()
 
 
 @app.websocket(r"/.*")
 async def echo(ws: WebSocket) -> None:
-    clients.add(ws)
+    receiver = getattr(ws, "connection", ws)
+    clients.add(receiver)
     try:
         async for message in ws:
             if isinstance(message, str) and message.startswith("bcast:"):
-                # broadcast() takes anything with an ``engine``; its annotation names
-                # handlers and engines only.
-                broadcast(clients, bcast_payload(message))  # type: ignore[arg-type]
+                broadcast(clients, bcast_payload(message))
             else:
                 await ws.send(message)
     finally:
-        clients.discard(ws)
+        clients.discard(receiver)
 
 
 if __name__ == "__main__":
