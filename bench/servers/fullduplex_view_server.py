@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import bcast_payload
@@ -15,15 +14,12 @@ from fullduplex import App, WebSocket
 from fullduplex.hub import broadcast
 
 app = App(**SETTINGS)
-# broadcast() takes a view's ``ws.connection`` (older fullduplex, run with --ref, took
-# the WebSocket itself).
-clients: set[Any] = set()
+clients: set[WebSocket] = set()
 
 
 @app.websocket(r"/.*")
 async def echo(ws: WebSocket) -> None:
-    receiver = getattr(ws, "connection", ws)
-    clients.add(receiver)
+    clients.add(ws)
     try:
         async for message in ws:
             if isinstance(message, str) and message.startswith("bcast:"):
@@ -31,7 +27,7 @@ async def echo(ws: WebSocket) -> None:
             else:
                 await ws.send(message)
     finally:
-        clients.discard(receiver)
+        clients.discard(ws)
 
 
 if __name__ == "__main__":
