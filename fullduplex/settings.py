@@ -142,6 +142,15 @@ class Settings(MutableMapping[str, Any]):
             unit="seconds",
         ),
     )
+    send_timeout: float | None = field(
+        default=60.0,
+        metadata=_doc(
+            "how long a response may keep the write buffer above its high-water mark "
+            "(the client reads nothing); then the connection is dropped (None: no limit)",
+            group=_HTTP,
+            unit="seconds",
+        ),
+    )
     access_log: bool = field(
         default=True,
         metadata=_doc("one line per request on the ``fullduplex.access`` logger", group=_HTTP),

@@ -315,6 +315,7 @@ class App:
             header_timeout=s.header_timeout or 0.0,
             body_timeout=s.body_timeout or 0.0,
             keepalive_timeout=s.keepalive_timeout or 0.0,
+            send_timeout=s.send_timeout or 0.0,
             access_log=s.access_log,
             server_header=s.server_header or None,
             xheaders=s.xheaders,

@@ -13,8 +13,16 @@ Limits and timers (all from ``App.settings``; see :mod:`fullduplex.server.app`):
   parser rejects -> ``400`` with a plain-text reason. Each of these ends the connection.
 * ``header_timeout``: time to receive a complete request head (``408``, then close);
   ``body_timeout``: time to receive the body once the head is in; ``keepalive_timeout``:
-  how long an idle keep-alive connection stays open. Timers are ``loop.call_later``
-  handles, never tasks.
+  how long an idle keep-alive connection stays open; ``send_timeout``: how long the
+  write buffer may stay above its high-water mark (the client reads nothing) before
+  the connection is dropped. Timers are ``loop.call_later`` handles, never tasks.
+* Pipelining: at most ``MAX_PIPELINED`` requests (fewer once their bodies add up to
+  ``max_body_size``) wait behind the one being answered; then parsing stops, the
+  unparsed bytes wait and reading pauses. While the write buffer is above its
+  high-water mark, reading pauses and the next request does not start.
+* A WebSocket upgrade request with a body, duplicate ``Host`` headers or a broken
+  request-target -> ``400``; a transfer coding other than ``chunked`` -> ``501``;
+  chunk extensions and trailers count against ``max_header_size`` -> ``400``.
 
 WebSocket hand-over: a ``GET`` request carrying ``Upgrade: websocket`` and
 ``Connection: upgrade`` stops the parser; bytes received after its head are kept (and
@@ -63,8 +71,15 @@ __all__ = [
 access_log = logging.getLogger("fullduplex.access")
 server_log = logging.getLogger("fullduplex.server")
 
-#: Most complete requests queued behind the one being handled before reading pauses.
+#: Most complete requests queued behind the one being handled before parsing stops.
 MAX_PIPELINED = 8
+#: Received bytes are parsed in slices of at most this size, so that parsing can stop
+#: between slices once the pipeline is full (the rest waits, unparsed, with reading
+#: paused): one read can queue at most a slice's worth of requests beyond the limit.
+FEED_SLICE = 16 * 1024
+#: Framing bytes allowed per chunk of a chunked body (size line and CRLFs); chunk
+#: extensions and trailers beyond that count against ``max_header_size``.
+CHUNK_FRAMING = 32
 #: After an error response, how long to keep reading (and discarding) before closing,
 #: so the client reads the response instead of getting a connection reset.
 LINGER_TIMEOUT = 2.0
@@ -107,6 +122,7 @@ class HTTPConfig:
     header_timeout: float
     body_timeout: float
     keepalive_timeout: float
+    send_timeout: float
     access_log: bool
     server_header: str | None
     xheaders: bool
@@ -192,7 +208,10 @@ class HTTPRequest:
         if target.startswith("/"):
             path, _, query = target.partition("?")
         elif "://" in target:  # absolute-form (RFC 9112 §3.2.2), e.g. from a proxy
-            parts = urlsplit(target)
+            try:
+                parts = urlsplit(target)
+            except ValueError:  # e.g. a broken IPv6 literal: "http://[::1/"
+                raise ValueError(f"invalid request-target {target[:80]!r}") from None
             path, query = parts.path or "/", parts.query
         else:  # "*" (OPTIONS *) or garbage: no route will match it
             path, query = target, ""
@@ -325,7 +344,9 @@ class HTTPConnection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_body_raw",
         "_body_size",
+        "_chunks",
         "_close_callback",
         "_closed",
         "_closed_waiter",
@@ -340,12 +361,14 @@ class HTTPConnection(asyncio.Protocol):
         "_head_size",
         "_headers",
         "_in_head",
+        "_input",
         "_loop",
         "_parser",
         "_parsing",
         "_pending_continue",
         "_pending_head",
         "_queue",
+        "_queued_bytes",
         "_reading_paused",
         "_rejection",
         "_remote",
@@ -360,6 +383,8 @@ class HTTPConnection(asyncio.Protocol):
         "_resp_started",
         "_resp_status",
         "_scheme",
+        "_send_timer",
+        "_stalled",
         "_task",
         "_timer",
         "_timer_kind",
@@ -390,6 +415,10 @@ class HTTPConnection(asyncio.Protocol):
         self._parsing: HTTPRequest | None = None
         self._body: list[bytes] = []
         self._body_size = 0
+        self._body_raw = 0
+        self._chunks = 0
+        # Received bytes not parsed yet: held (reading paused) while the pipeline is full.
+        self._input = b""
         self._ws_upgrade = False
         self._replay: bytes | None = None
         self._replaying = False
@@ -399,6 +428,10 @@ class HTTPConnection(asyncio.Protocol):
         self._upgrade_request: HTTPRequest | None = None
         # request cycle
         self._queue: deque[HTTPRequest | _Rejection] = deque()
+        self._queued_bytes = 0  # body bytes of the queued requests
+        # A response ended while the write buffer was above its high-water mark: the
+        # next request waits for resume_writing().
+        self._stalled = False
         self._current: HTTPRequest | None = None
         self._task: asyncio.Task[None] | None = None
         # response state (of self._current)
@@ -425,6 +458,7 @@ class HTTPConnection(asyncio.Protocol):
         self._close_callback: Callable[[], Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = 0
+        self._send_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ public state
 
@@ -481,6 +515,7 @@ class HTTPConnection(asyncio.Protocol):
             return
         self._closed = True
         self._cancel_timer()
+        self._cancel_send_timer()
         self._config.connections.discard(self)
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
@@ -490,6 +525,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
         self._queue.clear()
+        self._input = b""
         self._parser = None
 
     def eof_received(self) -> bool:
@@ -502,17 +538,46 @@ class HTTPConnection(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
-        """The transport buffer is above its high-water mark: ``drain()`` now waits."""
+        """The transport buffer is above its high-water mark: ``drain()`` waits, reading
+        pauses, no further pipelined request starts, and the send timeout runs."""
         self._write_paused = True
+        if not self._discarding:
+            self._pause_reading()
+        timeout = self._config.send_timeout
+        if timeout > 0 and self._send_timer is None and not self._detached:
+            self._send_timer = self._loop.call_later(timeout, self._on_send_timeout)
 
     def resume_writing(self) -> None:
-        """The transport buffer drained: release ``drain()`` waiters."""
+        """The transport buffer drained: release ``drain()`` waiters, go on reading."""
         self._write_paused = False
+        self._cancel_send_timer()
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        if self._closed or self._detached:
+            return
+        if self._stalled:
+            self._stalled = False
+            self._next()
+        else:
+            self._refill()
+
+    def _on_send_timeout(self) -> None:
+        """The client read too little for ``send_timeout`` seconds: drop it."""
+        self._send_timer = None
+        if self._closed or self._detached or self._transport is None:
+            return
+        server_log.info(
+            "dropping %s: nothing read for %.3gs", self._remote_ip, self._config.send_timeout
+        )
+        self._transport.abort()
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data`` (or keep it for an upgrade decision), enforcing head limits."""
@@ -522,14 +587,47 @@ class HTTPConnection(asyncio.Protocol):
                 self._upgrade_buffer += data
                 self._pause_reading()
             return  # discarding after an error, or closed
-        if self._parsing is None:  # between requests or inside a head: all head bytes
+        if self._input:  # bytes held while the pipeline was full come first
+            data, self._input = self._input + data, b""
+        if len(data) > FEED_SLICE:
+            self._parse_slices(data)
+        else:
+            self._parse(data)
+
+    def _parse_slices(self, data: bytes) -> None:
+        """Parse ``data`` slice by slice; hold the rest once the pipeline is full."""
+        for start in range(0, len(data), FEED_SLICE):
+            if self._pipeline_full():
+                self._input = data[start:]
+                self._pause_reading()
+                return
+            self._parse(data[start : start + FEED_SLICE])
+            if self._parser is None or self._closed:
+                rest = data[start + FEED_SLICE :]
+                if self._upgrade_buffer is not None and rest:
+                    self._upgrade_buffer += rest  # after an upgrade request's head
+                return
+
+    def _parse(self, data: bytes) -> None:
+        """Feed one slice to the parser and check the head and chunk-framing limits."""
+        request = self._parsing
+        if request is None:  # between requests or inside a head: all head bytes
             self._head_raw += len(data)
+        else:
+            self._body_raw += len(data)
         self._feed(data)
         if self._parser is None or self._closed:
             return
-        if self._in_head and self._head_raw > self._config.max_header_size:
-            self._reject(431, f"request head exceeds {self._config.max_header_size} bytes")
+        config = self._config
+        if self._in_head and self._head_raw > config.max_header_size:
+            self._reject(431, f"request head exceeds {config.max_header_size} bytes")
             return
+        if request is not None and self._parsing is request:
+            framing = self._body_raw - self._body_size
+            if framing > config.max_header_size + CHUNK_FRAMING * self._chunks:
+                # Only chunk extensions and trailers make the framing this large.
+                self._reject(400, "chunk extensions or trailers too large")
+                return
         if self._timer is None:
             if self._in_head:
                 self._set_timer(self._config.header_timeout, _T_HEAD)
@@ -657,25 +755,34 @@ class HTTPConnection(asyncio.Protocol):
         scheme, remote_ip = self._scheme, self._remote_ip
         if config.xheaders:
             scheme, remote_ip = _apply_xheaders(headers, scheme, remote_ip)
-        request = HTTPRequest(
-            self,
-            method,
-            target,
-            "HTTP/" + http_version,
-            headers,
-            remote=self._remote,
-            remote_ip=remote_ip,
-            scheme=scheme,
-            keep_alive=parser.should_keep_alive(),
-        )
+        try:
+            request = HTTPRequest(
+                self,
+                method,
+                target,
+                "HTTP/" + http_version,
+                headers,
+                remote=self._remote,
+                remote_ip=remote_ip,
+                scheme=scheme,
+                keep_alive=parser.should_keep_alive(),
+            )
+        except ValueError as exc:
+            self._fail(400, str(exc))
         self._parsing = request
         self._body = []
         self._body_size = 0
+        self._body_raw = 0
+        self._chunks = 0
         if not http_version.startswith("1."):
             self._fail(505, f"HTTP version {http_version} is not supported")
-        if http_version != "1.0" and "host" not in headers:
-            # RFC 9112 §3.2: a request without Host gets a 400.
-            self._fail(400, "missing Host header")
+        hosts = headers.count("host")
+        if hosts != 1:
+            # RFC 9112 §3.2: no Host (HTTP/1.1) or more than one Host gets a 400.
+            if hosts > 1:
+                self._fail(400, "more than one Host header")
+            if http_version != "1.0":
+                self._fail(400, "missing Host header")
         length = headers.get("content-length")
         has_body = False
         if length is not None:
@@ -684,10 +791,16 @@ class HTTPConnection(asyncio.Protocol):
                 self._fail(413, f"request body larger than {config.max_body_size} bytes")
             has_body = size > 0
         elif "transfer-encoding" in headers:
+            # llhttp accepts any codings that end with chunked, but only decodes chunked.
+            if token_list(headers.get_all("transfer-encoding"), lower=True) != ["chunked"]:
+                self._fail(501, "only the chunked transfer coding is supported")
             has_body = True
         if parser.should_upgrade():
             upgrade = token_list(headers.get_all("upgrade"), lower=True)
             if method == "GET" and "websocket" in upgrade:
+                if has_body:
+                    # The bytes after the head must be WebSocket frames, never a body.
+                    self._fail(400, "a WebSocket upgrade request cannot have a body")
                 self._ws_upgrade = True
             elif has_body:
                 framing = (
@@ -704,6 +817,10 @@ class HTTPConnection(asyncio.Protocol):
                     self._write(_CONTINUE)
                 else:
                     self._pending_continue = True
+
+    def on_chunk_header(self) -> None:
+        """httptools: a chunk size line was parsed (each chunk earns framing allowance)."""
+        self._chunks += 1
 
     def on_body(self, body: bytes) -> None:
         """httptools: a piece of the (de-chunked) body, bounded by ``max_body_size``."""
@@ -735,12 +852,30 @@ class HTTPConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ request cycle
 
     def _enqueue(self, item: HTTPRequest | _Rejection) -> None:
-        if self._current is None and not self._queue:
+        if self._current is None and not self._queue and not self._stalled:
             self._start(item)
         else:
             self._queue.append(item)
-            if len(self._queue) >= MAX_PIPELINED:
+            if isinstance(item, HTTPRequest):
+                self._queued_bytes += len(item.body)
+            if self._pipeline_full():
                 self._pause_reading()
+
+    def _refill(self) -> None:
+        """While the pipeline has room: parse held input, then read again."""
+        if self._parser is None or self._closed or self._pipeline_full():
+            return
+        if self._input:
+            self.data_received(b"")
+        if self._parser is not None and not self._input and not self._write_paused:
+            self._resume_reading()
+
+    def _pipeline_full(self) -> bool:
+        """Whether enough requests (by count or body bytes) wait behind the current one."""
+        queue = self._queue
+        return len(queue) >= MAX_PIPELINED or (
+            bool(queue) and self._queued_bytes >= self._config.max_body_size
+        )
 
     def _start(self, item: HTTPRequest | _Rejection) -> None:
         if isinstance(item, _Rejection):
@@ -787,12 +922,26 @@ class HTTPConnection(asyncio.Protocol):
         if not self._resp_keep_alive or self._closing or self._transport is None:
             self._close()
             return
+        if self._write_paused:
+            # The client is not reading: nothing more starts until it does.
+            self._stalled = True
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """Between responses: start the next queued request, or parse held input, or
+        wait (idle) for the next request."""
         if self._queue:
             item = self._queue.popleft()
-            if len(self._queue) < MAX_PIPELINED and self._parser is not None:
-                self._resume_reading()
+            if isinstance(item, HTTPRequest):
+                self._queued_bytes -= len(item.body)
             self._start(item)
+            self._refill()
             return
+        if self._input and self._parser is not None:
+            self._refill()
+            if self._current is not None or self._closed or self._parser is None:
+                return
         if self._upgrade_buffer is not None:
             # The upgrade request got an ordinary answer: parse what followed it.
             data = bytes(self._upgrade_buffer)
@@ -810,7 +959,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._pending_continue and self._parsing is not None:
             self._pending_continue = False
             self._write(_CONTINUE)
-        if self._parser is not None:
+        if self._parser is not None and not self._input:
             self._resume_reading()
         if self._timer is None and self._parsing is None and not self._in_head:
             self._set_timer(self._config.keepalive_timeout, _T_IDLE)
@@ -1016,6 +1165,7 @@ class HTTPConnection(asyncio.Protocol):
         """Forget the transport: another protocol owns it now."""
         self._detached = True
         self._cancel_timer()
+        self._cancel_send_timer()
         self._config.connections.discard(self)
         self._current = None
         self._task = None

@@ -160,7 +160,7 @@ def decode_signed_value(
 
     Every configured secret is tried (key rotation); comparison is constant-time.
     """
-    if not signed:
+    if not signed or not signed.isascii():  # a real signed value is base64, digits, hex
         return None
     parts = signed.split("|")
     if len(parts) != 3:
@@ -963,8 +963,8 @@ class StaticFileHandler(RequestHandler):
         if ims:
             try:
                 since = parsedate_to_datetime(ims)
-            except (TypeError, ValueError, IndexError):
-                return False
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return False  # not a usable date: the condition is ignored
             if since.tzinfo is None:
                 since = since.replace(tzinfo=datetime.UTC)
             return int(mtime) <= since.timestamp()
