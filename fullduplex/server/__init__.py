@@ -7,6 +7,7 @@ The public surface, listed once::
     WebSocketHandler, WebSocketClosedError             WebSocket handlers (server.websocket)
     HTTPError, MissingArgumentError, authenticated     errors and the login decorator
     HTTPRequest, HTTPConnection, StreamClosedError     the request, its connection
+    HTTPResponder                                      what handlers need from a connection
     Route, Router, Match, RouteSpec                    routing table types
     create_signed_value, decode_signed_value           signed-cookie helpers
 """
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 from .app import DEFAULT_SETTINGS, App, Server
 from .http import HTTPConnection, HTTPRequest, ManagedConnection, StreamClosedError
+from .responder import HTTPResponder
 from .routing import Match, Route, Router, RouteSpec
+from .static import StaticFileHandler
 from .web import (
     ErrorHandler,
     HTTPError,
     MissingArgumentError,
     RequestHandler,
-    StaticFileHandler,
     authenticated,
     create_signed_value,
     decode_signed_value,
@@ -35,6 +37,7 @@ __all__ = [
     "HTTPConnection",
     "HTTPError",
     "HTTPRequest",
+    "HTTPResponder",
     "ManagedConnection",
     "Match",
     "MissingArgumentError",

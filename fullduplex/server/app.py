@@ -39,7 +39,8 @@ from ..settings import DEFAULTS, Settings
 from . import process
 from .http import HTTPConfig, HTTPConnection, HTTPRequest, ManagedConnection
 from .routing import Route, Router, RouteSpec
-from .web import ErrorHandler, RequestHandler, StaticFileHandler, file_version
+from .static import StaticFileHandler, file_version
+from .web import ErrorHandler, RequestHandler
 from .websocket import function_view_handler
 
 __all__ = ["DEFAULT_SETTINGS", "App", "Server"]
