@@ -231,7 +231,7 @@ class HTTPConnection(RequestParsing, ResponseWriting):
             return
         if self._stalled:
             self._stalled = False
-            self._next()
+            self._response_finished()
         else:
             self._refill()
 
@@ -299,27 +299,26 @@ class HTTPConnection(RequestParsing, ResponseWriting):
             self.end_response()
 
     def _response_finished(self) -> None:
-        """The current response is complete: go on with the next request or close."""
-        request = self._current
-        assert request is not None
-        request._done = True
-        self._current = None
-        self._task = None
-        self._close_callback = None
-        if self._config.access_log:
-            self._log_access(request.method, request.path, request.version, request.start_time)
-        if not self._resp_keep_alive or self._closing or self._transport is None:
-            self._close()
-            return
-        if self._write_paused:
-            # The client is not reading: nothing more starts until it does.
-            self._stalled = True
-            return
-        self._next()
+        """The current response is complete: go on with the next request or close.
 
-    def _next(self) -> None:
-        """Between responses: start the next queued request, or parse held input, or
-        wait (idle) for the next request."""
+        Also called with no current response by :meth:`resume_writing`, when a client
+        that stalled the pipeline has read enough for it to go on.
+        """
+        request = self._current
+        if request is not None:
+            request._done = True
+            self._current = None
+            self._task = None
+            self._close_callback = None
+            if self._config.access_log:
+                self._log_access(request.method, request.path, request.version, request.start_time)
+            if not self._resp_keep_alive or self._closing or self._transport is None:
+                self._close()
+                return
+            if self._write_paused:
+                # The client is not reading: nothing more starts until it does.
+                self._stalled = True
+                return
         if self._queue:
             item = self._queue.popleft()
             if isinstance(item, HTTPRequest):

@@ -4,8 +4,6 @@ stop after a WebSocket upgrade head."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 import httptools
 
 from ..protocol.headers import Headers, token_list
@@ -19,9 +17,6 @@ from .http_base import (
     server_log,
 )
 from .http_request import HTTPRequest, apply_xheaders
-
-if TYPE_CHECKING:
-    from .responder import HTTPResponder
 
 __all__ = ["CHUNK_FRAMING", "FEED_SLICE", "RequestParsing"]
 
@@ -51,34 +46,16 @@ class RequestParsing(ConnectionState):
                 self._upgrade_buffer += data
                 self._pause_reading()
             return  # discarding after an error, or closed
-        if self._input:  # bytes held while the pipeline was full come first
-            data, self._input = self._input + data, b""
-        if len(data) > FEED_SLICE:
-            self._parse_slices(data)
-        else:
-            self._parse(data)
-
-    def _parse_slices(self, data: bytes) -> None:
-        """Parse ``data`` slice by slice; hold the rest once the pipeline is full."""
-        for start in range(0, len(data), FEED_SLICE):
-            if self._pipeline_full():
-                self._input = data[start:]
-                self._pause_reading()
-                return
-            self._parse(data[start : start + FEED_SLICE])
-            if self._parser is None or self._closed:
-                rest = data[start + FEED_SLICE :]
-                if self._upgrade_buffer is not None and rest:
-                    self._upgrade_buffer += rest  # after an upgrade request's head
-                return
-
-    def _parse(self, data: bytes) -> None:
-        """Feed one slice to the parser and check the head and chunk-framing limits."""
+        size = len(data)
+        if size > FEED_SLICE or self._input:
+            # Held bytes come first; a large read is parsed slice by slice.
+            self._parse_slices(self._input + data)
+            return
         request = self._parsing
         if request is None:  # between requests or inside a head: all head bytes
-            self._head_raw += len(data)
+            self._head_raw += size
         else:
-            self._body_raw += len(data)
+            self._body_raw += size
         self._feed(data)
         if self._parser is None or self._closed:
             return
@@ -94,9 +71,25 @@ class RequestParsing(ConnectionState):
                 return
         if self._timer is None:
             if self._in_head:
-                self._set_timer(self._config.header_timeout, T_HEAD)
+                self._set_timer(config.header_timeout, T_HEAD)
             elif self._parsing is not None:
-                self._set_timer(self._config.body_timeout, T_BODY)
+                self._set_timer(config.body_timeout, T_BODY)
+
+    def _parse_slices(self, data: bytes) -> None:
+        """Parse ``data`` one slice at a time (each through :meth:`data_received`); once
+        the pipeline is full, hold the rest, unparsed, with reading paused."""
+        self._input = b""
+        for start in range(0, len(data), FEED_SLICE):
+            if self._pipeline_full():
+                self._input = data[start:]
+                self._pause_reading()
+                return
+            self.data_received(data[start : start + FEED_SLICE])
+            if self._parser is None or self._closed:
+                rest = data[start + FEED_SLICE :]
+                if self._upgrade_buffer is not None and rest:
+                    self._upgrade_buffer += rest  # after an upgrade request's head
+                return
 
     def _feed(self, data: bytes) -> None:
         """Feed the parser, handling upgrade stops and errors."""
@@ -218,8 +211,9 @@ class RequestParsing(ConnectionState):
         if config.xheaders:
             scheme, remote_ip = apply_xheaders(headers, scheme, remote_ip)
         try:
+            # This mixin only ever lives in HTTPConnection, which is the responder.
             request = HTTPRequest(
-                cast("HTTPResponder", self),  # this mixin only lives in HTTPConnection
+                self,  # type: ignore[arg-type]
                 method,
                 target,
                 "HTTP/" + http_version,
