@@ -32,7 +32,12 @@ from helpers import free_port  # noqa: E402
 HOST = "127.0.0.1"
 FULLDUPLEX = [sys.executable, "-m", "fullduplex.cli"]
 ENTRY_POINT = Path(sys.executable).with_name("fullduplex")
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+# The demo keeps its cookie key under the state directory: not the real one in tests.
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "XDG_STATE_HOME": str(ROOT / "test-artifacts" / "state"),
+}
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 10.0) -> None:
@@ -411,12 +416,15 @@ def _read_banner(proc: subprocess.Popen[bytes], lines: int, within: float = 15.0
 
 
 @contextlib.contextmanager
-def cli_process(*args: str, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
-    """The console script in the background; SIGTERM, then SIGKILL, at the end."""
+def cli_process(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The console script in the background (``env`` adds variables); SIGTERM, then
+    SIGKILL, at the end."""
     proc = subprocess.Popen(
         [*CLI, *args],
         cwd=cwd,
-        env=ENV,
+        env={**ENV, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
