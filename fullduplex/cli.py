@@ -381,19 +381,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _serve(args, make_app, "fullduplex demo", pages, [Path(__file__).resolve().parent])
 
 
+#: Lines read ahead from stdin before the reader waits for the connection to send them.
+STDIN_QUEUE_LINES = 64
+
+
 def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
-    """Read stdin line by line in a daemon thread (works for ttys, pipes, files and
-    /dev/null alike); ``None`` marks the end of input."""
+    """Read stdin line by line in a daemon thread; ``None`` marks the end of input.
+
+    Works the same for a terminal, a pipe, a file and /dev/null (the event loop cannot
+    watch the last two). Raw ``os.read`` holds no lock of ``sys.stdin``, so the process
+    can exit while this thread still waits for input.
+    """
+    pending = bytearray()
+
+    def put(item: bytes | None) -> None:
+        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
     try:
-        for line in iter(sys.stdin.buffer.readline, b""):
-            loop.call_soon_threadsafe(queue.put_nowait, line)
-    except (OSError, ValueError):
-        pass
-    finally:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-        except RuntimeError:
-            pass  # the loop is closed: the connection ended first
+        while chunk := os.read(0, 65536):
+            pending += chunk
+            start = 0
+            while (end := pending.find(b"\n", start)) >= 0:
+                put(bytes(pending[start:end]))
+                start = end + 1
+            del pending[:start]
+        if pending:
+            put(bytes(pending))
+        put(None)
+    except (OSError, RuntimeError, asyncio.CancelledError):
+        pass  # stdin unreadable, or the loop is gone: the connection ended first
 
 
 def _connect_headers(items: Sequence[str]) -> list[tuple[str, str]]:
@@ -453,13 +469,13 @@ async def _connect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue(STDIN_QUEUE_LINES)
     threading.Thread(target=_read_lines, args=(loop, lines), daemon=True).start()
 
     async def pump_stdin() -> None:
         sent = 0
         while (line := await lines.get()) is not None:
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            text = line.decode("utf-8", "replace").removesuffix("\r")
             try:
                 await conn.send(text)
             except Exception:

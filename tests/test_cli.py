@@ -396,6 +396,31 @@ def test_connect_with_dev_null_exits_promptly_and_quietly() -> None:
     assert elapsed < 5.0, elapsed  # no linger: nothing was sent, nothing to wait for
 
 
+def test_connect_exits_when_the_server_closes_while_stdin_stays_open() -> None:
+    with server_process("serve", "examples/echo.py:app") as (port, _):
+        proc = subprocess.Popen(
+            [*CLI, "connect", f"ws://{HOST}:{port}/"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ENV,
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            proc.stdin.write(b"last words\nover\n")
+            proc.stdin.flush()  # the pipe stays open: the stdin reader is still waiting
+            proc.wait(timeout=10)
+            out, err = proc.stdout.read(), proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()
+    assert proc.returncode == 0, err  # no abort at interpreter shutdown either
+    assert out == b"last words\n"
+    assert err.decode().strip().splitlines() == ["connection closed: 1000 over"]
+
+
 # -- the start banner ---------------------------------------------------------------------------
 
 
