@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ ROOT = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import free_port  # noqa: E402
+from helpers import free_port, read_stdout_lines, stop_process  # noqa: E402
 
 HOST = "127.0.0.1"
 FULLDUPLEX = [sys.executable, "-m", "fullduplex.cli"]
@@ -67,13 +66,7 @@ def server_process(*args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         wait_listening(port, proc)
         yield port, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        stop_process(proc, signal.SIGINT, timeout=5)
 
 
 def connect(port: int, stdin: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -424,22 +417,6 @@ def test_connect_exits_when_the_server_closes_while_stdin_stays_open() -> None:
 # -- the start banner ---------------------------------------------------------------------------
 
 
-def _read_banner(proc: subprocess.Popen[bytes], lines: int, within: float = 15.0) -> list[str]:
-    """The first ``lines`` lines of the server's stdout, read with a deadline."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + within
-    while data.count(b"\n") < lines and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    return data.decode().splitlines()[:lines]
-
-
 @contextlib.contextmanager
 def cli_process(
     *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
@@ -456,13 +433,7 @@ def cli_process(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        stop_process(proc)
 
 
 def _port_of(line: str) -> int:
@@ -473,7 +444,7 @@ def _port_of(line: str) -> int:
 
 def test_serve_banner_lists_the_url_of_the_real_port() -> None:
     with cli_process("serve", "examples/echo.py", "--port", "0", "--log-level", "warning") as p:
-        (banner,) = _read_banner(p, 1)
+        (banner,) = read_stdout_lines(p, 1)
         assert banner.startswith("fullduplex ") and "examples/echo.py" in banner
         assert "Ctrl+C" in banner
         port = _port_of(banner)
@@ -484,7 +455,7 @@ def test_serve_banner_lists_the_url_of_the_real_port() -> None:
 
 def test_demo_banner_lists_its_pages() -> None:
     with cli_process("demo", "--port", "0", "--log-level", "warning") as p:
-        banner = _read_banner(p, 4)
+        banner = read_stdout_lines(p, 4)
         port = _port_of(banner[0])
         assert banner[0].startswith(f"fullduplex demo on http://127.0.0.1:{port}/")
         base = f"http://127.0.0.1:{port}"
@@ -526,7 +497,7 @@ def test_reload_restarts_the_server_when_a_file_changes(tmp_path: Path) -> None:
     app_file = tmp_path / "app.py"
     app_file.write_text(RELOAD_APP.format(version="v1"))
     with cli_process("serve", "app.py", "--reload", "--port", "0", cwd=tmp_path) as proc:
-        banner = _read_banner(proc, 2)
+        banner = read_stdout_lines(proc, 2)
         url = f"http://127.0.0.1:{_port_of(banner[0])}/"
         assert banner[1] == f"  reload  on changes under {tmp_path}"
         deadline = time.monotonic() + 15

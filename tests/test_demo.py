@@ -19,8 +19,8 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import run  # noqa: E402
-from test_cli import HOST, _port_of, _read_banner, cli_process  # noqa: E402
+from helpers import read_stdout_lines, run  # noqa: E402
+from test_cli import HOST, _port_of, cli_process  # noqa: E402
 
 from fullduplex.demo import (  # noqa: E402
     SESSION_COOKIE,
@@ -92,14 +92,14 @@ def test_unwritable_state_directory_falls_back_to_a_key_per_process(tmp_path: Pa
 def test_a_restart_keeps_users_logged_in(tmp_path: Path) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "state"), "FULLDUPLEX_DEMO_SECRET": ""}
     with cli_process("demo", "--port", "0", "--log-level", "warning", env=env) as proc:
-        port = _port_of(_read_banner(proc, 1)[0])
+        port = _port_of(read_stdout_lines(proc, 1)[0])
         cookie = log_in(port, "ada")
         status, _, body = request(port, "GET", "/room/lobby", cookie=cookie)
         assert status == 200 and 'data-user="ada"' in body
     secret_file = tmp_path / "state" / "fullduplex" / "demo-cookie-secret"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     with cli_process("demo", "--port", "0", "--log-level", "warning", env=env) as proc:
-        port = _port_of(_read_banner(proc, 1)[0])
+        port = _port_of(read_stdout_lines(proc, 1)[0])
         status, _, body = request(port, "GET", "/room/lobby", cookie=cookie)
         assert status == 200 and 'data-user="ada"' in body
 
@@ -107,12 +107,12 @@ def test_a_restart_keeps_users_logged_in(tmp_path: Path) -> None:
 def test_a_cookie_that_no_longer_verifies_says_the_session_expired(tmp_path: Path) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "state"), "FULLDUPLEX_DEMO_SECRET": ""}
     with cli_process("demo", "--port", "0", "--log-level", "warning", env=env) as proc:
-        port = _port_of(_read_banner(proc, 1)[0])
+        port = _port_of(read_stdout_lines(proc, 1)[0])
         cookie = log_in(port, "ada")
     # The key changes (as when it cannot be stored): the old cookie no longer verifies.
     (tmp_path / "state" / "fullduplex" / "demo-cookie-secret").unlink()
     with cli_process("demo", "--port", "0", "--log-level", "warning", env=env) as proc:
-        port = _port_of(_read_banner(proc, 1)[0])
+        port = _port_of(read_stdout_lines(proc, 1)[0])
         status, headers, _ = request(port, "GET", "/room/lobby", cookie=cookie)
         assert status == 302 and headers["location"].startswith("/?next=")
         status, headers, body = request(port, "GET", headers["location"], cookie=cookie)
@@ -126,7 +126,7 @@ def test_a_cookie_that_no_longer_verifies_says_the_session_expired(tmp_path: Pat
 def test_unknown_paths_get_the_styled_404_page(tmp_path: Path) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     with cli_process("demo", "--port", "0", "--log-level", "warning", env=env) as proc:
-        port = _port_of(_read_banner(proc, 1)[0])
+        port = _port_of(read_stdout_lines(proc, 1)[0])
         for method, path in (("GET", "/nope"), ("GET", "/a/b/c"), ("POST", "/nope")):
             form = "" if method == "POST" else None
             status, headers, body = request(port, method, path, body=form)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -25,7 +23,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from helpers import read_stdout_lines, stop_process  # noqa: E402
 
 #: What setuptools prints when the project's own metadata is out of date or wrong.
 METADATA_WARNINGS = (
@@ -129,24 +132,12 @@ def demo_from(venv: Path, cwd: Path) -> Iterator[tuple[int, subprocess.Popen[byt
         stderr=subprocess.PIPE,
     )
     try:
-        assert proc.stdout is not None
-        data = b""
-        deadline = time.monotonic() + 20
-        while b"\n" not in data and time.monotonic() < deadline and proc.poll() is None:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                data += os.read(proc.stdout.fileno(), 4096)
-        match = re.search(rb"http://127\.0\.0\.1:(\d+)/", data)
-        assert match, (data, proc.poll())
+        banner = read_stdout_lines(proc, 1, within=20)
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", banner[0] if banner else "")
+        assert match, (banner, proc.poll())
         yield int(match.group(1)), proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        stop_process(proc, signal.SIGINT)
 
 
 def test_installed_wheel_runs_the_demo(venv: Path, tmp_path: Path) -> None:

@@ -3,25 +3,12 @@ chat room on a phone-sized screen (390×844)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from browser_kit import UI_TIMEOUT_MS, DemoServer
 
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def page(browser: Any, artifacts: Path) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 900, "height": 700})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    page = context.new_page()
-    yield page
-    if not page.is_closed():
-        page.screenshot(path=str(artifacts / "end.png"))
-    context.close()
 
 
 def test_echo_input_is_disabled_after_over_until_reconnect(page: Any, demo: DemoServer) -> None:
