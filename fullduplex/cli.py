@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -223,7 +223,7 @@ def _run_app(
 
 def _serve(
     args: argparse.Namespace,
-    make_app: Any,
+    make_app: Callable[[], Any],
     title: str,
     pages: Sequence[tuple[str, str]],
     watch: Sequence[Path],
@@ -602,7 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     _check_values(args)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:  # Ctrl+C before the server took over the signals
+        return 130
     return int(result or 0)
 
 
