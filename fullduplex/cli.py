@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .settings import DEFAULTS
+from .settings import DEFAULTS, SettingsError
 
 __all__ = ["load_app", "main"]
 
@@ -58,13 +58,18 @@ def load_app(spec: str) -> Any:
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module
         sys.path.insert(0, str(path.parent))
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except SettingsError as exc:  # App(...) with a setting it does not know or take
+            fail(f"{target}: {exc}")
     else:
         sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
             fail(f"cannot import {target!r}: {exc}")
+        except SettingsError as exc:
+            fail(f"{target}: {exc}")
     try:
         return getattr(module, attr)
     except AttributeError:

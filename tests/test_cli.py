@@ -305,6 +305,19 @@ def test_serve_what_is_not_an_app_is_one_line(spec: str, needles: tuple[str, ...
     assert_one_line_error(result, *needles)
 
 
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("max_bdy_size=1000", "did you mean 'max_body_size'"),
+        ("websocket_max_message_size='big'", "must be int"),
+    ],
+)
+def test_app_with_a_bad_setting_is_one_line(tmp_path: Path, setting: str, needle: str) -> None:
+    (tmp_path / "bad.py").write_text(f"from fullduplex import App\napp = App([], {setting})\n")
+    result = run_cli("serve", "bad.py:app", "--port", str(free_port()), cwd=tmp_path)
+    assert_one_line_error(result, "bad.py", needle)
+
+
 def test_tls_files_missing_or_invalid_are_one_line(tmp_path: Path) -> None:
     port = str(free_port())
     missing = tmp_path / "missing.pem"
