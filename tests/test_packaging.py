@@ -25,6 +25,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+pytestmark = pytest.mark.packaging
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
@@ -46,12 +47,18 @@ NOT_SOURCE = shutil.ignore_patterns(
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project as a fresh clone has it."""
+    path = tmp_path_factory.mktemp("packaging") / "source"
+    shutil.copytree(ROOT, path, ignore=NOT_SOURCE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(source: Path) -> tuple[Path, Path, str]:
     """(sdist, wheel, build output): ``python -m build`` makes the sdist, then the
     wheel from the unpacked sdist, which proves the sdist holds everything needed."""
-    work = tmp_path_factory.mktemp("packaging")
-    source = work / "source"
-    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    work = source.parent
     result = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(source)],
         capture_output=True,
@@ -183,3 +190,28 @@ def test_missing_extra_is_one_line_naming_the_install_command(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and install in lines[0], result.stderr
     assert result.stdout == ""
+
+
+def test_scripts_demo_installs_quietly_then_prints_the_banner(source: Path) -> None:
+    """On a fresh clone ``scripts/demo`` makes .venv and installs; the only line before
+    the banner says so (pip's output goes to .venv/install.log)."""
+    env = _clean_env(source)
+    proc = subprocess.Popen(
+        ["./scripts/demo", "--port", "0", "--log-level", "warning"],
+        cwd=source,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        lines = read_stdout_lines(proc, 2, within=300)
+        assert len(lines) == 2, (lines, proc.poll())
+        assert lines[0] == "fullduplex: installing into .venv (log: .venv/install.log)"
+        match = re.search(r"^fullduplex demo on http://127\.0\.0\.1:(\d+)/", lines[1])
+        assert match, lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        stop_process(proc, signal.SIGINT)
+    assert proc.returncode == 0
+    assert (source / ".venv" / "install.log").is_file()
