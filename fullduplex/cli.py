@@ -116,6 +116,8 @@ def _listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
+        # One socket: for a name with several addresses ("localhost"), IPv4 first.
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
