@@ -129,7 +129,6 @@ def _listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
     except OSError as exc:
         sock.close()
         _listen_failed(host, port, exc)
-    sock.set_inheritable(True)
     return sock
 
 
