@@ -22,21 +22,27 @@ Every chat message is stamped with the server's Beijing time and rendered on the
 server through ``templates/demo/message.html`` (Jinja2, autoescaped); the page inserts
 that HTML as it comes, so markup typed into a message shows as text.
 
-``make_app(**settings)`` takes any :class:`~fullduplex.server.App` setting;
-``cookie_secret`` defaults to ``$FULLDUPLEX_DEMO_SECRET`` or else a random key made at
-start (sessions then end when the server restarts).
+``make_app(**settings)`` takes any :class:`~fullduplex.server.App` setting. The key
+that signs the session cookies is, in this order: the ``cookie_secret`` setting,
+``$FULLDUPLEX_DEMO_SECRET``, or a random key kept in
+``$XDG_STATE_HOME/fullduplex/demo-cookie-secret`` (default ``~/.local/state/...``,
+mode 0600), made on the first start, so that a restart keeps everyone logged in.
+When that file cannot be written the key lives only as long as the process, and a
+user whose cookie no longer verifies is told that the session expired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import re
 import secrets
 import time
 import unicodedata
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -55,8 +61,12 @@ __all__ = [
     "EchoHandler",
     "beijing_now",
     "clock_view",
+    "default_secret_file",
+    "load_or_create_secret",
     "make_app",
 ]
+
+log = logging.getLogger("fullduplex.demo")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE_PATH = os.path.join(_HERE, "templates")
@@ -91,6 +101,42 @@ _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+def default_secret_file() -> Path:
+    """Where the demo keeps its cookie key: the user's state directory (XDG)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(state) / "fullduplex" / "demo-cookie-secret"
+
+
+def load_or_create_secret(path: Path) -> str | None:
+    """The key stored in ``path``, made (random, mode 0600) when there is none yet;
+    None when the file can be neither read nor written."""
+    for _attempt in range(2):
+        try:
+            with open(path, encoding="ascii") as f:
+                secret = f.read().strip()
+            if len(secret) >= 32:
+                if os.stat(path).st_mode & 0o077:
+                    os.chmod(path, 0o600)  # a signing key is for this user only
+                return secret
+            return None  # not a key this module wrote: leave it alone
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError):
+            return None
+        secret = secrets.token_urlsafe(32)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # another process made it first: read theirs
+        except OSError:
+            return None
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secret + "\n")
+        return secret
+    return None
 
 
 def beijing_now() -> str:
@@ -173,14 +219,17 @@ def _next_url(value: str | None) -> str:
 class LoginPage(Page):
     """``/``: the nickname form; ``POST`` starts the session."""
 
-    def get(self) -> None:
+    def get(self) -> None:  # type: ignore[override]
         next_url = _next_url(self.get_query_argument("next", None))
         if self.current_user:
             self.redirect(next_url)
             return
-        self.render("demo/login.html", error=None, name="", next_url=next_url)
+        expired = self.get_cookie(SESSION_COOKIE) is not None  # there, but does not verify
+        if expired:
+            self.clear_cookie(SESSION_COOKIE)
+        self.render("demo/login.html", error=None, name="", next_url=next_url, expired=expired)
 
-    def post(self) -> None:
+    def post(self) -> None:  # type: ignore[override]
         self.check_same_origin()
         raw = self.get_body_argument("name", "", strip=False)
         next_url = _next_url(self.get_body_argument("next", None))
@@ -193,7 +242,9 @@ class LoginPage(Page):
                 error = f"A nickname has at most {MAX_NAME_LENGTH} characters."
             else:
                 error = "A nickname cannot contain control characters."
-            self.render("demo/login.html", error=error, name=raw[:64], next_url=next_url)
+            self.render(
+                "demo/login.html", error=error, name=raw[:64], next_url=next_url, expired=False
+            )
             return
         self.set_secure_cookie(SESSION_COOKIE, name, httponly=True, samesite="Lax")
         self.redirect(next_url, status=303)
@@ -202,7 +253,7 @@ class LoginPage(Page):
 class LogoutPage(Page):
     """``POST /logout``: end the session."""
 
-    def post(self) -> None:
+    def post(self) -> None:  # type: ignore[override]
         self.check_same_origin()
         self.clear_cookie(SESSION_COOKIE)
         self.redirect("/", status=303)
@@ -211,7 +262,7 @@ class LogoutPage(Page):
 class RoomPage(Page):
     """``/room/{room}``: the chat page (messages arrive over ``/chat/ws``)."""
 
-    def get(self, room: str) -> None:
+    def get(self, room: str) -> None:  # type: ignore[override]
         if not valid_room(room):
             raise HTTPError(404, "no such room: names use letters, digits, '-', '_' and '.'")
         if not self.current_user:
@@ -308,20 +359,48 @@ async def clock_view(ws: WebSocket) -> None:
 
 
 class EchoPage(Page):
-    def get(self) -> None:
+    def get(self) -> None:  # type: ignore[override]
         self.render("demo/echo.html", max_message=ECHO_MAX_MESSAGE)
 
 
 class ClockPage(Page):
-    def get(self) -> None:
+    def get(self) -> None:  # type: ignore[override]
         self.render("demo/clock.html", now=beijing_now())
 
 
-def make_app(**settings: Any) -> App:
-    """The demo application; ``settings`` override the defaults below."""
-    secret = settings.pop("cookie_secret", None) or os.environ.get("FULLDUPLEX_DEMO_SECRET")
+class NotFoundPage(Page):
+    """Every path no other route matches: the demo's own 404 page."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise HTTPError(404, "There is no page at this address.")
+
+
+def _cookie_secret(secret_file: Path | None) -> str:
+    secret = os.environ.get("FULLDUPLEX_DEMO_SECRET")
+    if secret:
+        return secret
+    path = secret_file or default_secret_file()
+    secret = load_or_create_secret(path)
+    if secret is None:
+        log.warning(
+            "cannot keep the session key in %s: sessions end when the server restarts "
+            "(set FULLDUPLEX_DEMO_SECRET to keep them)",
+            path,
+        )
+        return secrets.token_urlsafe(32)
+    return secret
+
+
+def make_app(*, secret_file: Path | None = None, **settings: Any) -> App:
+    """The demo application; ``settings`` override the defaults below.
+
+    ``secret_file``: where the cookie key is kept when neither the ``cookie_secret``
+    setting nor ``$FULLDUPLEX_DEMO_SECRET`` gives one (default: :func:`default_secret_file`).
+    """
+    secret = settings.pop("cookie_secret", None) or _cookie_secret(secret_file)
     options: dict[str, Any] = {
-        "cookie_secret": secret or secrets.token_urlsafe(32),
+        "cookie_secret": secret,
         "template_path": TEMPLATE_PATH,
         "static_path": STATIC_PATH,
         "static_url_prefix": "/static/",
@@ -338,6 +417,7 @@ def make_app(**settings: Any) -> App:
             ("/echo/ws", EchoHandler),
             ("/clock", ClockPage),
             ("/clock/ws", clock_view),
+            ("/{path:.*}", NotFoundPage),  # last: what nothing above matched
         ],
         **options,
     )

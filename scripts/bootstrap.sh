@@ -23,7 +23,14 @@ VENV_PY="$ROOT/.venv/bin/python"
 stamp=".venv/.fullduplex-${EXTRAS:-base}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
     || [ fullduplex/protocol/_speedups.c -nt "$stamp" ]; then
-    "$VENV_PY" -m pip install --quiet --upgrade pip >/dev/null
-    "$VENV_PY" -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
+    # pip's and setuptools' chatter goes to a log, shown only when the install fails.
+    log=".venv/install.log"
+    echo "fullduplex: installing into .venv${EXTRAS:+ with [$EXTRAS]} (log: $log)" >&2
+    if ! { "$VENV_PY" -m pip install --quiet --upgrade pip \
+            && "$VENV_PY" -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "error: installing fullduplex into .venv failed (the output above is in $log)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi

@@ -10,11 +10,15 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import random
+import select
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -324,3 +328,36 @@ async def room_join(conn: Any, room: str, **extra: Any) -> dict[str, Any]:
     reply = await room_recv(conn)
     assert reply["op"] == "joined", reply
     return reply
+
+
+# --------------------------------------------------------------------- subprocesses
+
+
+def stop_process(
+    proc: subprocess.Popen[Any], signum: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
+    """Send ``signum`` to ``proc`` if it still runs and reap it; SIGKILL after ``timeout`` s."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+        try:
+            proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def read_stdout_lines(proc: subprocess.Popen[bytes], lines: int, within: float = 15.0) -> list[str]:
+    """The first ``lines`` lines ``proc`` writes to its stdout pipe, waiting at most
+    ``within`` seconds (fewer when it exits or the time is up)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + within
+    while data.count(b"\n") < lines and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode().splitlines()[:lines]

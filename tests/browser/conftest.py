@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from browser_kit import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DemoServer, free_port
+from browser_kit import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, DemoServer, free_port
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -59,3 +59,15 @@ def demo(artifacts: Path) -> Iterator[DemoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def page(browser: Any, artifacts: Path) -> Iterator[Any]:
+    """A 900×700 page in its own context; a screenshot of how it ended in ``artifacts``."""
+    context = browser.new_context(viewport={"width": 900, "height": 700})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    if not page.is_closed():
+        page.screenshot(path=str(artifacts / "end.png"))
+    context.close()

@@ -232,6 +232,9 @@ def test_tabs_reconnect_after_a_server_restart(
         user.wait_message("after the restart, from ada")
         user.wait_message("after the restart, from bob")
         assert sum("before the restart" in line for line in user.messages()) == 1
+        # The lost history is said where the conversation is, not silently dropped.
+        divider = user.page.inner_text("#messages li.divider")
+        assert "server restarted" in divider
 
 
 def test_message_sent_while_disconnected_arrives_after_reconnect(

@@ -6,11 +6,10 @@ import http.server
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_kit import UI_TIMEOUT_MS, DemoServer
+from browser_kit import DemoServer
 
 pytestmark = pytest.mark.browser
 
@@ -102,17 +101,6 @@ def other_origin() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-@pytest.fixture
-def page(browser: Any, artifacts: Path) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 900, "height": 700})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    page = context.new_page()
-    yield page
-    if not page.is_closed():
-        page.screenshot(path=str(artifacts / "end.png"))
-    context.close()
 
 
 def test_echo_page_talks_to_the_echo_service(page: Any, demo: DemoServer) -> None:

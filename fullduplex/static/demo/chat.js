@@ -100,7 +100,19 @@
     const d = event.detail;
     online.classList.remove("stale");
     showMembers(d.members);
-    if (d.reset) note("info", "The server", "restarted");
+    if (d.reset) {
+      note("info", "The server", "restarted");
+      if (messages.querySelector(".message")) {
+        // The room starts again empty: say so where the conversation is, not only in
+        // the activity list (which phones do not show).
+        const divider = document.createElement("li");
+        divider.className = "divider";
+        divider.setAttribute("role", "status");
+        divider.textContent = "The server restarted: the room's earlier history is gone";
+        messages.append(divider);
+        messages.scrollTop = messages.scrollHeight;
+      }
+    }
     else if (d.resumed) note("info", "You", "are back");
     if (d.gap) note("gap", "Some messages", "were missed");
   });

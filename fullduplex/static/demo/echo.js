@@ -7,6 +7,7 @@
   const log = document.getElementById("log");
   const composer = document.getElementById("composer");
   const input = document.getElementById("message");
+  const send = document.getElementById("send");
   const url = new URL(card.dataset.ws, window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   let ws = null;
@@ -14,6 +15,15 @@
   function setStatus(state, label) {
     status.dataset.state = state;
     status.textContent = label || state;
+  }
+
+  // Typing is possible only while the connection is open; after "over" (or any
+  // close) the input says how to start again.
+  function setOpen(open) {
+    input.disabled = !open;
+    send.disabled = !open;
+    input.placeholder = open ? "Type something, or over" : "Closed: press Reconnect";
+    if (open) input.focus();
   }
 
   function line(kind, text) {
@@ -31,15 +41,24 @@
 
   function connect() {
     setStatus("connecting", "connecting…");
-    ws = new WebSocket(url.href);
-    ws.binaryType = "arraybuffer";
-    ws.onopen = () => {
+    setOpen(false);
+    const socket = new WebSocket(url.href);
+    socket.binaryType = "arraybuffer";
+    ws = socket;
+    // Events of a socket replaced by Reconnect no longer concern the page.
+    socket.onopen = () => {
+      if (ws !== socket) return;
       setStatus("online");
-      line("note", "connected" + (ws.extensions ? " (" + ws.extensions + ")" : ""));
+      setOpen(true);
+      line("note", "connected" + (socket.extensions ? " (" + socket.extensions + ")" : ""));
     };
-    ws.onmessage = (event) => line("in", "← " + describe(event.data));
-    ws.onclose = (event) => {
+    socket.onmessage = (event) => {
+      if (ws === socket) line("in", "← " + describe(event.data));
+    };
+    socket.onclose = (event) => {
+      if (ws !== socket) return;
       setStatus("offline", "closed");
+      setOpen(false);
       line("note", "closed: " + event.code + (event.reason ? " " + event.reason : ""));
     };
   }
