@@ -53,20 +53,32 @@ class EngineOptions:
     ping_timeout: float | None = DEFAULTS.websocket_ping_timeout
     #: Seconds to wait for the closing handshake before dropping the TCP connection.
     close_timeout: float = DEFAULTS.websocket_close_timeout
-    #: Write buffer high-water mark in bytes: above it, writers wait (``drain``).
+    #: Write buffer high-water mark in bytes: above it, writers wait (``drain``) and a
+    #: server stops reading from the peer, automatic replies (pongs) included.
     write_high_water: int = DEFAULTS.websocket_write_high_water
-    #: Hard cap on bytes queued for a peer that does not read; beyond it the
-    #: connection is closed (1008). Must exceed the largest message you send.
+    #: Bytes queued for a peer that does not read (write buffer plus waiting broadcast
+    #: frames) past which a further ``send`` closes the connection (1008). One message
+    #: of any size is always accepted: the check happens before writing.
     max_write_buffer: int = DEFAULTS.websocket_max_write_buffer
-    #: Messages received but not yet read by a queue-style reader before the engine
-    #: stops reading from the socket (backpressure towards the peer).
+    #: Bytes of broadcast frames waiting for one slow receiver (on top of the write
+    #: buffer) before its slow-consumer policy applies.
+    max_pending_bytes: int = DEFAULTS.websocket_max_pending_bytes
+    #: Messages received but not yet handled (a busy async handler, a queue-style
+    #: reader) before the engine stops reading from the socket (backpressure).
     max_queue: int = DEFAULTS.websocket_max_queue
+    #: Bytes (characters for text) of such messages past which reading stops too;
+    #: a message in progress is always completed first.
+    max_queue_bytes: int = DEFAULTS.websocket_max_queue_bytes
 
 
 DEFAULT_OPTIONS = EngineOptions()
 
 #: Binary messages from this size on are written as header + payload, uncopied.
 _LARGE = 64 * 1024
+
+# Reasons for which the engine stops reading (bits of ``_read_paused``).
+_PAUSE_BACKLOG = 1  # messages wait for a busy handler
+_PAUSE_WRITE = 4  # the peer does not read what we write (server side)
 
 
 class Sink(Protocol):
@@ -91,6 +103,7 @@ class WebSocketEngine(asyncio.Protocol):
     # One engine per connection: slots keep an idle connection small.
     __slots__ = (
         "_backlog",
+        "_backlog_bytes",
         "_close_timer",
         "_closed",
         "_closed_by_us",
@@ -101,6 +114,7 @@ class WebSocketEngine(asyncio.Protocol):
         "_keepalive_sent_at",
         "_last_rx",
         "_pending",
+        "_pending_bytes",
         "_ping_counter",
         "_ping_waiters",
         "_read_paused",
@@ -137,12 +151,14 @@ class WebSocketEngine(asyncio.Protocol):
         self._drain_waiters: collections.deque[asyncio.Future[None]] | None = None
         self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
         self._backlog: collections.deque[Event] | None = None
+        self._backlog_bytes = 0  # message bytes (characters for text) in the backlog
         self._read_paused = 0  # reasons for which reading is paused (bit set)
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._closed_by_us = False  # we sent the first close frame
-        self._pending: collections.deque[bytes] | None = None
+        self._pending: collections.deque[bytes | memoryview] | None = None
+        self._pending_bytes = 0
         #: Broadcast frames discarded by a drop policy (slow consumer).
         self.dropped = 0
         self._ping_counter = 0
@@ -205,6 +221,8 @@ class WebSocketEngine(asyncio.Protocol):
             if not fut.done():
                 fut.cancel()
         self._ping_waiters.clear()
+        self._pending = None  # broadcast frames nobody will read
+        self._pending_bytes = 0
         if not self._closed.done():
             self._closed.set_result(None)
         if logger.isEnabledFor(logging.INFO):
@@ -227,12 +245,11 @@ class WebSocketEngine(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        transport = self.transport
-        if (
-            transport is not None
-            and transport.get_write_buffer_size() > self.options.max_write_buffer
-        ):
-            self._overflow()
+        if self._is_server:
+            # A peer that does not read gets nothing more read from it either: its
+            # pings and closes would queue replies without bound. (Only one side may do
+            # this, or two such peers could wait for each other forever.)
+            self.pause_reading(_PAUSE_WRITE)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -240,6 +257,8 @@ class WebSocketEngine(asyncio.Protocol):
             self._flush_pending()
             if self._write_paused:
                 return
+        if self._read_paused & _PAUSE_WRITE:
+            self.resume_reading(_PAUSE_WRITE)
         waiters = self._drain_waiters
         if waiters:
             self._drain_waiters = None
@@ -260,9 +279,12 @@ class WebSocketEngine(asyncio.Protocol):
                     continue
                 try:
                     result = sink.on_message(event[0])  # type: ignore[arg-type]  # kind checked
-                except Exception:
-                    self._handler_failed()
-                    return
+                except Exception as exc:
+                    self.application_error("on_message", exc)
+                    # No more messages for this handler; what follows (a close, a
+                    # violation) still has to be acted on.
+                    sink = None
+                    continue
                 if result is not None:
                     self._await_handler(result, events[index + 1 :])
                     return
@@ -285,7 +307,8 @@ class WebSocketEngine(asyncio.Protocol):
 
         Reading goes on, so pings are answered and pongs seen (keepalive keeps working
         during a long handler); messages, and the peer's close, wait in order. Past
-        ``max_queue`` waiting events the socket stops being read: backpressure.
+        ``max_queue`` waiting messages or ``max_queue_bytes`` of them the socket stops
+        being read: backpressure.
         """
         if self._backlog is None:
             self._backlog = collections.deque()
@@ -293,42 +316,85 @@ class WebSocketEngine(asyncio.Protocol):
     def _queue_while_busy(self, events: list[Event]) -> None:
         backlog = self._backlog
         assert backlog is not None
+        size = self._backlog_bytes
         for event in events:
             kind = type(event)
-            if kind is Ping or kind is Pong:
-                self._on_ping_pong(event)  # type: ignore[arg-type]
-            else:
+            if kind is TextMessage or kind is BinaryMessage:
                 backlog.append(event)
-        if len(backlog) >= self.options.max_queue:
-            self.pause_reading(1)
+                size += len(event[0])  # type: ignore[arg-type]  # kind checked
+            elif kind is Ping or kind is Pong:
+                self._on_ping_pong(event)  # type: ignore[arg-type]
+            elif kind is ProtocolViolation:
+                # Failing the connection ends all processing of its input (RFC 6455
+                # §7.1.7): what waits is dropped and TCP is closed now, not after the
+                # handler.
+                backlog.clear()
+                size = 0
+                self._on_violation(event)  # type: ignore[arg-type]
+            else:
+                backlog.append(event)  # the peer's close waits behind its messages
+        self._backlog_bytes = size
+        if size > self.options.max_queue_bytes or len(backlog) >= self.options.max_queue:
+            self.pause_reading(_PAUSE_BACKLOG)
 
     def release(self) -> None:
         """End :meth:`hold`: deliver what waited, in order, then go on reading."""
         backlog = self._backlog
         self._backlog = None
+        self._backlog_bytes = 0
         if backlog:
             self._dispatch_events(list(backlog))
-        if self._backlog is None:
-            self.resume_reading(1)
+        if self._read_paused & _PAUSE_BACKLOG and (
+            self._backlog is None
+            or (
+                self._backlog_bytes <= self.options.max_queue_bytes
+                and len(self._backlog) < self.options.max_queue
+            )
+        ):
+            self.resume_reading(_PAUSE_BACKLOG)
 
     def _handler_done(self, task: asyncio.Future[Any]) -> None:
         exc = None if task.cancelled() else task.exception()
         if exc is not None:
-            logger.error("error in on_message of %s", self.name or "connection", exc_info=exc)
-            # Messages still waiting are dropped; the close reply must still be read.
-            self._backlog = None
-            self.resume_reading(1)
-            self._fail_internal()
+            self.application_error("on_message", exc)
             return
         self.release()
 
-    def _handler_failed(self) -> None:
-        logger.exception("error in on_message of %s", self.name or "connection")
-        self._fail_internal()
+    def application_error(self, where: str, exc: BaseException) -> None:
+        """An application callback (``where``: "open()", "on_message") raised ``exc``.
 
-    def _fail_internal(self) -> None:
-        """An application error: close with 1011 and no details (RFC 6455 §7.4.1)."""
+        Logged with its traceback, waiting messages dropped (a close or violation
+        among them is still acted on) and the connection closed with 1011 and no
+        details (RFC 6455 §7.4.1). A :class:`ConnectionClosed` raised because this
+        connection is closing (a write after the peer left) is its normal end: no
+        ERROR, whatever the peer does.
+        """
+        conn = self.connection
+        name = self.name or "connection"
+        if isinstance(exc, ConnectionClosed) and (
+            self.transport is None or conn.close_sent is not None
+        ):
+            logger.debug("%s: %s ended by the closing connection: %s", name, where, exc)
+        else:
+            logger.error("error in %s of %s", where, name, exc_info=exc)
+        self._discard_backlog()
         self.close(1011, "internal error")
+
+    def _discard_backlog(self) -> None:
+        """Drop the messages waiting for the handler but act on the peer's close or
+        violation among them, then read again (the peer's close reply must be seen)."""
+        backlog = self._backlog
+        if backlog is None:
+            return
+        self._backlog = None
+        self._backlog_bytes = 0
+        for event in backlog:
+            kind = type(event)
+            if kind is CloseReceived:
+                self._on_close_received()
+            elif kind is ProtocolViolation:
+                self._on_violation(event)  # type: ignore[arg-type]
+        self.resume_reading(_PAUSE_BACKLOG)
 
     def _on_ping_pong(self, event: Ping | Pong) -> None:
         """Control frames are handled at once, even while messages wait (the pong
@@ -354,22 +420,29 @@ class WebSocketEngine(asyncio.Protocol):
     def _on_close_received(self) -> None:
         # The core queued our echo if needed; both close frames have now crossed.
         self._write_auto()
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             return
         if self._is_server:
             # §7.1.1: the server closes the TCP connection first.
-            transport.close()
+            self._close_transport()
         else:
             self._arm_close_timer()
 
     def _on_violation(self, event: ProtocolViolation) -> None:
         logger.info("%s: peer violated the protocol: %s", self.name or "connection", event.error)
         self._write_auto()
+        # §7.1.7: after the close frame, drop the connection.
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close TCP after what is buffered; a peer that does not read it is dropped
+        after ``close_timeout``."""
         transport = self.transport
-        if transport is not None:
-            # §7.1.7: after the close frame, drop the connection.
-            transport.close()
+        if transport is None:
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self._arm_close_timer()
 
     # ----------------------------------------------------------------- flow
 
@@ -410,12 +483,16 @@ class WebSocketEngine(asyncio.Protocol):
     def send(self, message: Message, binary: bool | None = None) -> None:
         """Queue one message; ``str`` goes as text, bytes as binary unless ``binary`` says."""
         transport = self._ensure_open()
-        if self._write_paused and transport.get_write_buffer_size() > self.options.max_write_buffer:
+        if (
+            self._write_paused
+            and transport.get_write_buffer_size() + self._pending_bytes
+            > self.options.max_write_buffer
+        ):
             self._overflow()
             raise connection_closed(1008, "slow consumer: send buffer overflow")
         if self._pending:
             # Keep order behind broadcast frames still waiting for a slow peer.
-            transport = _PendingWriter(self._pending)  # type: ignore[assignment]
+            transport = _PendingWriter(self)  # type: ignore[assignment]
         conn = self.connection
         if isinstance(message, str):
             if binary:
@@ -442,9 +519,10 @@ class WebSocketEngine(asyncio.Protocol):
         """Write a message encoded once for many receivers (broadcast); False if not sent.
 
         While the peer is slow (write buffer above its high-water mark) frames wait in
-        a queue of at most ``max_pending`` frames; when it is full, ``policy`` decides:
+        a queue of at most ``max_pending`` frames and ``options.max_pending_bytes``
+        bytes (one frame is always taken); when it is full, ``policy`` decides:
         ``"close"`` closes the connection with 1013 (default), ``"drop_oldest"``
-        discards the oldest waiting frame, ``"latest"`` keeps only the newest.
+        discards the oldest waiting frames, ``"latest"`` keeps only the newest.
         """
         transport = self.transport
         if transport is None or self.connection.close_sent is not None:
@@ -465,24 +543,32 @@ class WebSocketEngine(asyncio.Protocol):
             return True
         if pending is None:
             pending = self._pending = collections.deque()
-        if len(pending) >= max_pending:
+        size = len(frame)
+        budget = self.options.max_pending_bytes
+        if pending and (len(pending) >= max_pending or self._pending_bytes + size > budget):
             if policy == "drop_oldest":
-                pending.popleft()
-                self.dropped += 1
+                while pending and (
+                    len(pending) >= max_pending or self._pending_bytes + size > budget
+                ):
+                    self._pending_bytes -= len(pending.popleft())
+                    self.dropped += 1
             elif policy == "latest":
                 self.dropped += len(pending)
                 pending.clear()
+                self._pending_bytes = 0
             else:
                 logger.warning(
-                    "%s: slow consumer, %d broadcast frames waiting; closing",
+                    "%s: slow consumer, %d broadcast frames (%d bytes) waiting; closing",
                     self.name or "connection",
                     len(pending),
+                    self._pending_bytes,
                 )
-                pending.clear()
                 self._pending = None
+                self._pending_bytes = 0
                 self.close(1013, "slow consumer")
                 return False
         pending.append(frame)
+        self._pending_bytes += size
         return True
 
     def send_encoded(
@@ -498,9 +584,12 @@ class WebSocketEngine(asyncio.Protocol):
         if pending is None or transport is None:
             return
         while pending and not self._write_paused:
-            transport.write(pending.popleft())
+            frame = pending.popleft()
+            self._pending_bytes -= len(frame)
+            transport.write(frame)
         if not pending:
             self._pending = None
+            self._pending_bytes = 0
 
     @property
     def subprotocol(self) -> str | None:
@@ -572,11 +661,10 @@ class WebSocketEngine(asyncio.Protocol):
         if conn.close_sent is None:
             transport.write(conn.send_close(code, reason))
             self._closed_by_us = conn.close_received is None
-        if conn.close_received is not None:
-            if self._is_server:
-                transport.close()
-            else:
-                self._arm_close_timer()
+        if conn.failure is not None or (conn.close_received is not None and self._is_server):
+            # A failed connection is over (RFC 6455 §7.1.7); after both close frames
+            # the server closes TCP first (§7.1.1).
+            self._close_transport()
         else:
             self._arm_close_timer()
 
@@ -655,17 +743,23 @@ class WebSocketEngine(asyncio.Protocol):
 class _PendingWriter:
     """Stands in for the transport while broadcast frames wait, to keep order."""
 
-    __slots__ = ("write",)
+    __slots__ = ("_engine",)
 
-    def __init__(self, pending: collections.deque[bytes]) -> None:
-        self.write = pending.append
+    def __init__(self, engine: WebSocketEngine) -> None:
+        self._engine = engine
+
+    def write(self, data: bytes | memoryview) -> None:
+        engine = self._engine
+        assert engine._pending is not None
+        engine._pending.append(data)
+        engine._pending_bytes += len(data)
 
 
 class MessageQueue:
     """Queue-style reading for function views and clients: ``await receive()``.
 
-    Holds at most ``max_queue`` unread messages; beyond that the engine stops reading
-    from the socket until the reader catches up.
+    Past ``max_queue`` unread messages, or ``max_queue_bytes`` of them (characters for
+    text), the engine stops reading from the socket until the reader has taken half.
     """
 
     _PAUSE = 2
@@ -680,16 +774,21 @@ class MessageQueue:
         self._messages: collections.deque[Message] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._limit = engine.options.max_queue
+        self._byte_limit = engine.options.max_queue_bytes
+        self._bytes = 0
         self._paused = False
         self._closed: tuple[int, str] | None = None
         engine.sink = self
 
     def on_message(self, message: Message) -> None:
         self._messages.append(message)
+        self._bytes += len(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(self._messages) >= self._limit and not self._paused:
+        if (
+            len(self._messages) >= self._limit or self._bytes > self._byte_limit
+        ) and not self._paused:
             self._paused = True
             self.engine.pause_reading(self._PAUSE)
 
@@ -717,17 +816,23 @@ class MessageQueue:
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self._messages.popleft()
-        if self._paused and len(self._messages) <= self._limit // 2:
-            self._paused = False
-            self.engine.resume_reading(self._PAUSE)
-        return message
+        return self._take()
 
     def get_nowait(self) -> Message | None:
         """Next message if one is waiting, else None."""
-        if self._messages:
-            return self._messages.popleft()
-        return None
+        return self._take() if self._messages else None
+
+    def _take(self) -> Message:
+        message = self._messages.popleft()
+        self._bytes -= len(message)
+        if (
+            self._paused
+            and len(self._messages) <= self._limit // 2
+            and self._bytes <= self._byte_limit // 2
+        ):
+            self._paused = False
+            self.engine.resume_reading(self._PAUSE)
+        return message
 
 
 __all__ += ["ConnectionClosed"]

@@ -214,18 +214,43 @@ class Settings(MutableMapping[str, Any]):
     websocket_max_queue: int = field(
         default=32,
         metadata=_doc(
-            "unread messages (function views, clients) before reading from the peer pauses",
+            "messages not yet handled (a busy async handler, a view not reading) before "
+            "reading from the peer pauses",
             group=_WS,
+        ),
+    )
+    websocket_max_queue_bytes: int = field(
+        default=64 * KiB,
+        metadata=_doc(
+            "bytes of those messages (characters for text), with the one still arriving, "
+            "before reading pauses",
+            group=_WS,
+            unit="bytes",
         ),
     )
     websocket_write_high_water: int = field(
         default=64 * KiB,
-        metadata=_doc("write buffer level above which senders wait", group=_WS, unit="bytes"),
+        metadata=_doc(
+            "write buffer level above which senders wait and the server stops reading "
+            "from that peer",
+            group=_WS,
+            unit="bytes",
+        ),
     )
     websocket_max_write_buffer: int = field(
-        default=32 * MiB,
+        default=4 * MiB,
         metadata=_doc(
-            "bytes queued for a peer that does not read; more: connection aborted (1008)",
+            "bytes queued for a peer that does not read (checked before each send; one "
+            "message always goes); more: connection aborted (1008)",
+            group=_WS,
+            unit="bytes",
+        ),
+    )
+    websocket_max_pending_bytes: int = field(
+        default=1 * MiB,
+        metadata=_doc(
+            "bytes of broadcast frames waiting for one slow peer before its slow-consumer "
+            "policy applies",
             group=_WS,
             unit="bytes",
         ),

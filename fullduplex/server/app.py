@@ -200,6 +200,8 @@ class App:
                 write_high_water=s.websocket_write_high_water,
                 max_write_buffer=s.websocket_max_write_buffer,
                 max_queue=s.websocket_max_queue,
+                max_queue_bytes=s.websocket_max_queue_bytes,
+                max_pending_bytes=s.websocket_max_pending_bytes,
             )
         return self._ws_options
 

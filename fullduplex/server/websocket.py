@@ -288,10 +288,8 @@ class WebSocketHandler(RequestHandler):
         engine.hold()
         try:
             result = self.open(*self.path_args, **self.path_kwargs)
-        except Exception:
-            logger.exception("error in open() of %s", name)
-            engine.release()
-            engine.close(1011, "internal error")
+        except Exception as exc:
+            engine.application_error("open()", exc)
             return
         if result is not None and inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
@@ -306,11 +304,10 @@ class WebSocketHandler(RequestHandler):
         engine = self.engine
         assert engine is not None
         exc = None if task.cancelled() else task.exception()
-        engine.release()
         if exc is not None:
-            logger.error("error in open() of %s", self.request.path, exc_info=exc)
-            engine.close(1011, "internal error")
+            engine.application_error("open()", exc)
             return
+        engine.release()
         leftover, self._leftover = self._leftover, b""
         if leftover and engine.transport is not None:
             engine.data_received(leftover)

@@ -336,7 +336,10 @@ def test_view_that_does_not_read_pauses_reading_after_max_queue() -> None:
         views: list[WebSocket] = []
         received: list[bytes] = []
         async with serving(
-            [], websocket_max_queue=max_queue, websocket_ping_interval=None
+            [],
+            websocket_max_queue=max_queue,
+            websocket_max_queue_bytes=1 * MiB,  # the message count is what is tested
+            websocket_ping_interval=None,
         ) as server:
 
             @server.app.websocket("/")
