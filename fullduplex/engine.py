@@ -334,7 +334,12 @@ class WebSocketEngine(asyncio.Protocol):
             else:
                 backlog.append(event)  # the peer's close waits behind its messages
         self._backlog_bytes = size
-        if size > self.options.max_queue_bytes or len(backlog) >= self.options.max_queue:
+        # A message still arriving counts too: it is not finished while the handler is
+        # busy, so at most one complete message waits beside the one being handled.
+        if (
+            size + self.connection.incomplete_message_size > self.options.max_queue_bytes
+            or len(backlog) >= self.options.max_queue
+        ):
             self.pause_reading(_PAUSE_BACKLOG)
 
     def release(self) -> None:
@@ -440,6 +445,7 @@ class WebSocketEngine(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        self._write_auto()  # a close frame the core queued goes out first
         transport.close()
         if transport.get_write_buffer_size():
             self._arm_close_timer()

@@ -476,6 +476,15 @@ class Connection:
         return out[0] if len(out) == 1 else b"".join(out)
 
     @property
+    def incomplete_message_size(self) -> int:
+        """Bytes held for the data message still being received (0 between messages);
+        lets the I/O driver stop reading while its application is busy."""
+        frame = self._frame
+        if frame is not None and frame.gather:
+            return self._msg_size + frame.received
+        return self._msg_size
+
+    @property
     def has_data_to_send(self) -> bool:
         """True when :meth:`data_to_send` would return something."""
         return bool(self._out)
