@@ -33,6 +33,7 @@ _EXPORTS = {
     "reconnecting": ".client",
     "websocket_connect": ".client",
     "DeflateOptions": ".protocol.deflate",
+    "RateLimits": ".ratelimit",
     "ConnectionClosed": ".protocol.errors",
     "ConnectionClosedError": ".protocol.errors",
     "ConnectionClosedOK": ".protocol.errors",
@@ -98,6 +99,9 @@ if TYPE_CHECKING:
     )
     from .protocol.errors import (
         ProtocolError as ProtocolError,
+    )
+    from .ratelimit import (
+        RateLimits as RateLimits,
     )
     from .server import (
         App as App,

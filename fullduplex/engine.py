@@ -17,7 +17,7 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .protocol.connection import Connection, Role
 from .protocol.errors import ConnectionClosed, LocalProtocolError, connection_closed
@@ -30,6 +30,7 @@ from .protocol.events import (
     ProtocolViolation,
     TextMessage,
 )
+from .ratelimit import RateLimiter, RateLimits
 from .settings import DEFAULTS
 from .transports.base import DEFAULT_MAX_PENDING, Broadcast
 
@@ -81,6 +82,12 @@ _PAUSE_BACKLOG = 1  # messages wait for a busy handler
 _PAUSE_WRITE = 4  # the peer does not read what we write (server side)
 
 
+class _RateLimited(NamedTuple):
+    """A message refused by the rate limits, kept in order for ``on_rate_limited``."""
+
+    message: Message
+
+
 class Sink(Protocol):
     """What the engine delivers to: a handler, a function view's queue, a client."""
 
@@ -117,6 +124,7 @@ class WebSocketEngine(asyncio.Protocol):
         "_pending_bytes",
         "_ping_counter",
         "_ping_waiters",
+        "_rate",
         "_read_paused",
         "_write_paused",
         "close_code",
@@ -126,6 +134,7 @@ class WebSocketEngine(asyncio.Protocol):
         "loop",
         "name",
         "options",
+        "rate_limited",
         "sink",
         "transport",
     )
@@ -161,6 +170,9 @@ class WebSocketEngine(asyncio.Protocol):
         self._pending_bytes = 0
         #: Broadcast frames discarded by a drop policy (slow consumer).
         self.dropped = 0
+        self._rate: RateLimiter | None = None
+        #: Messages refused by the rate limits.
+        self.rate_limited = 0
         self._ping_counter = 0
         self._keepalive_ping: bytes | None = None
         self._keepalive_sent_at = 0.0
@@ -191,6 +203,8 @@ class WebSocketEngine(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_rx = self.loop.time()
         events = self.connection.receive_data(data)
+        if self._rate is not None and events:
+            events = self._rate_filter(events)
         if self._backlog is not None:
             self._queue_while_busy(events)
         else:
@@ -294,6 +308,8 @@ class WebSocketEngine(asyncio.Protocol):
                 self._on_close_received()
             elif kind is ProtocolViolation:
                 self._on_violation(event)  # type: ignore[arg-type]
+            elif kind is _RateLimited and sink is not None:  # type: ignore[comparison-overlap]
+                self._on_rate_limited(sink, event)  # type: ignore[arg-type]
 
     def _await_handler(self, result: Awaitable[Any], rest: list[Event]) -> None:
         """on_message returned an awaitable: hold further messages until it completes."""
@@ -449,6 +465,47 @@ class WebSocketEngine(asyncio.Protocol):
         transport.close()
         if transport.get_write_buffer_size():
             self._arm_close_timer()
+
+    # ----------------------------------------------------------- rate limits
+
+    def set_rate_limits(self, limits: RateLimits | None) -> None:
+        """Check every message the peer sends against ``limits`` (None: no limit)."""
+        self._rate = RateLimiter(limits, self.loop.time()) if limits is not None else None
+
+    def _rate_filter(self, events: list[Event]) -> list[Event]:
+        """The events with the messages over the rate limits refused."""
+        limiter = self._rate
+        assert limiter is not None
+        now = self._last_rx
+        kept: list[Any] = []
+        for event in events:
+            kind = type(event)
+            if kind is TextMessage or kind is BinaryMessage:
+                message: Message = event[0]  # type: ignore[assignment]  # kind checked
+                if not limiter.exceeded and limiter.allow(len(message), now):
+                    kept.append(event)
+                    continue
+                self.rate_limited += 1
+                if limiter.limits.action == "close":
+                    if not limiter.exceeded:
+                        limiter.exceeded = True
+                        logger.info("%s: rate limit exceeded, closing", self.name or "connection")
+                        # After the messages of this read that were within the limit.
+                        self.loop.call_soon(self.close, 1008, "rate limit exceeded")
+                    continue
+                kept.append(_RateLimited(message))  # told to the handler in order
+            else:
+                kept.append(event)
+        return kept
+
+    def _on_rate_limited(self, sink: Sink, event: _RateLimited) -> None:
+        callback = getattr(sink, "on_rate_limited", None)
+        if callback is None or self._closed_by_us:
+            return
+        try:
+            callback(event.message)
+        except Exception as exc:
+            self.application_error("on_rate_limited", exc)
 
     # ----------------------------------------------------------------- flow
 

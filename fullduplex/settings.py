@@ -32,6 +32,7 @@ from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 from .protocol.deflate import DeflateOptions
 from .protocol.errors import FullDuplexError
 from .protocol.limits import Limits
+from .ratelimit import RateLimits
 
 __all__ = ["DEFAULTS", "SETTING_NAMES", "Settings", "SettingsError", "format_default", "reference"]
 
@@ -253,6 +254,14 @@ class Settings(MutableMapping[str, Any]):
             "policy applies",
             group=_WS,
             unit="bytes",
+        ),
+    )
+    websocket_rate_limits: RateLimits | None = field(
+        default=None,
+        metadata=_doc(
+            "token buckets per connection (messages/s, bytes/s); beyond: close 1008 or drop "
+            "(None: off; a handler may override ``get_rate_limits()``)",
+            group=_WS,
         ),
     )
     websocket_compression: bool | DeflateOptions | None = field(

@@ -30,6 +30,7 @@ from ..protocol.deflate import DeflateOptions
 from ..protocol.errors import ConnectionClosed, HandshakeRejected
 from ..protocol.handshake import ServerHandshake, reject
 from ..protocol.limits import Limits
+from ..ratelimit import RateLimits
 from ..transports.base import (
     DEFAULT_MAX_PENDING,
     Broadcast,
@@ -113,6 +114,10 @@ class WebSocketHandler(RequestHandler):
 
     def on_pong(self, data: bytes) -> None:
         """Called when a pong arrives."""
+
+    def on_rate_limited(self, message: Message) -> None:
+        """Called for a message dropped by rate limits whose action is ``"drop"``;
+        override to tell the client (the default says nothing)."""
 
     def check_origin(self, origin: str) -> bool:
         """Allow the upgrade for this ``Origin``? Same-origin or ``allowed_origins``."""
@@ -208,6 +213,11 @@ class WebSocketHandler(RequestHandler):
         unless overridden (e.g. a public echo service accepting 16 MiB messages)."""
         return self.app.websocket_limits
 
+    def get_rate_limits(self) -> RateLimits | None:
+        """How fast a client may send on this endpoint; the app's
+        ``websocket_rate_limits`` setting (None: unlimited) unless overridden."""
+        return self.settings.websocket_rate_limits
+
     def _limits(self) -> Limits:
         limits = self._limits_cache
         if limits is None:
@@ -271,6 +281,9 @@ class WebSocketHandler(RequestHandler):
         name = f"{request.remote_ip} {request.path}"
         engine = WebSocketEngine(connection, self, options=self._engine_options(), name=name)
         self.connection = self.engine = engine
+        rate_limits = self.get_rate_limits()
+        if rate_limits is not None:
+            engine.set_rate_limits(rate_limits)
         transport.write(response)
         transport.set_protocol(engine)
         self._status_code = 101

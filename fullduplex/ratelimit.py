@@ -1,0 +1,80 @@
+"""Per-connection rate limits: token buckets for messages and bytes a peer sends.
+
+A handler returns :class:`RateLimits` from ``get_rate_limits()`` (the app's
+``websocket_rate_limits`` setting by default: off); its engine then checks every
+message it reads against a :class:`RateLimiter` before the handler sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = ["RateLimiter", "RateLimits"]
+
+ACTIONS: Final = frozenset(("close", "drop"))
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """How fast one peer may send; None leaves that measure unlimited.
+
+    Each measure is a token bucket refilled at its rate and holding ``burst`` seconds
+    of it, so short bursts pass and the average is held. A message larger than the
+    byte bucket still passes when the bucket is not empty (it goes into debt), so no
+    message is refused forever. Beyond the limit, ``action`` decides: ``"close"``
+    closes the connection with 1008; ``"drop"`` discards the message and calls the
+    handler's ``on_rate_limited(message)``, which may send an error reply.
+    """
+
+    messages_per_second: float | None = None
+    bytes_per_second: float | None = None
+    burst: float = 1.0
+    action: Literal["close", "drop"] = "close"
+
+    def __post_init__(self) -> None:
+        for name in ("messages_per_second", "bytes_per_second"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, not {value!r}")
+        if not self.burst > 0:
+            raise ValueError(f"burst must be a positive number of seconds, not {self.burst!r}")
+        if self.action not in ACTIONS:
+            raise ValueError(
+                f"unknown rate-limit action {self.action!r}; use one of {sorted(ACTIONS)}"
+            )
+
+
+class RateLimiter:
+    """The buckets of one connection; ``allow(size, now)`` takes a message's tokens."""
+
+    __slots__ = ("_bytes", "_last", "_messages", "exceeded", "limits")
+
+    def __init__(self, limits: RateLimits, now: float) -> None:
+        self.limits = limits
+        self._messages = max((limits.messages_per_second or 0.0) * limits.burst, 1.0)
+        self._bytes = (limits.bytes_per_second or 0.0) * limits.burst
+        self._last = now
+        #: Set once a "close" limit was passed: every later message is refused.
+        self.exceeded = False
+
+    def allow(self, size: int, now: float) -> bool:
+        """True if a message of ``size`` bytes may pass at ``now``; takes its tokens."""
+        limits = self.limits
+        elapsed = now - self._last
+        self._last = now
+        per_message = limits.messages_per_second
+        per_byte = limits.bytes_per_second
+        messages = self._messages
+        bytes_ = self._bytes
+        if per_message is not None:
+            messages = min(messages + elapsed * per_message, max(per_message * limits.burst, 1.0))
+        if per_byte is not None:
+            bytes_ = min(bytes_ + elapsed * per_byte, per_byte * limits.burst)
+        allowed = (per_message is None or messages >= 1.0) and (per_byte is None or bytes_ > 0)
+        if allowed:
+            messages -= 1.0
+            bytes_ -= size
+        self._messages = messages
+        self._bytes = bytes_
+        return allowed
