@@ -350,13 +350,20 @@ class WebSocketEngine(asyncio.Protocol):
             else:
                 backlog.append(event)  # the peer's close waits behind its messages
         self._backlog_bytes = size
-        # A message still arriving counts too: it is not finished while the handler is
-        # busy, so at most one complete message waits beside the one being handled.
-        if (
-            size + self.connection.incomplete_message_size > self.options.max_queue_bytes
-            or len(backlog) >= self.options.max_queue
-        ):
+        if self._backlog_full():
             self.pause_reading(_PAUSE_BACKLOG)
+
+    def _backlog_full(self) -> bool:
+        """Too much waits for the busy handler: ``max_queue`` messages or
+        ``max_queue_bytes``. A message still arriving counts too, so it is not finished
+        meanwhile: at most one complete message waits beside the one being handled."""
+        backlog = self._backlog
+        options = self.options
+        return backlog is not None and (
+            len(backlog) >= options.max_queue
+            or self._backlog_bytes + self.connection.incomplete_message_size
+            > options.max_queue_bytes
+        )
 
     def release(self) -> None:
         """End :meth:`hold`: deliver what waited, in order, then go on reading."""
@@ -365,13 +372,7 @@ class WebSocketEngine(asyncio.Protocol):
         self._backlog_bytes = 0
         if backlog:
             self._dispatch_events(list(backlog))
-        if self._read_paused & _PAUSE_BACKLOG and (
-            self._backlog is None
-            or (
-                self._backlog_bytes <= self.options.max_queue_bytes
-                and len(self._backlog) < self.options.max_queue
-            )
-        ):
+        if self._read_paused & _PAUSE_BACKLOG and not self._backlog_full():
             self.resume_reading(_PAUSE_BACKLOG)
 
     def _handler_done(self, task: asyncio.Future[Any]) -> None:

@@ -7,6 +7,7 @@ seeded generators so a failing size reproduces byte for byte.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -26,13 +28,17 @@ from typing import Any, TypeVar
 from fullduplex import App
 from fullduplex.protocol.connection import Connection, Role
 from fullduplex.protocol.events import BinaryMessage, TextMessage
+from fullduplex.protocol.mask import apply_mask
 from fullduplex.transports import Broadcast
 
 __all__ = [
     "LOCALHOST",
+    "RawWS",
     "binary_payload",
     "client_ssl_context",
+    "frame_bytes",
     "free_port",
+    "handshake_request",
     "make_self_signed_cert",
     "payload",
     "run",
@@ -361,3 +367,97 @@ def read_stdout_lines(proc: subprocess.Popen[bytes], lines: int, within: float =
                 break
             data += chunk
     return data.decode().splitlines()[:lines]
+
+
+# ------------------------------------------------------------ raw WebSocket client
+
+
+def handshake_request(port: int, path: str = "/", extra: str = "") -> bytes:
+    """An opening-handshake request for 127.0.0.1:``port``; ``extra``: more header lines."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {LOCALHOST}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+    ).encode()
+
+
+def frame_bytes(
+    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, key: bytes | None
+) -> bytes:
+    """One frame as a client sends it (masked with ``key``; None: unmasked, against the
+    rules); ``rsv`` is the 0x70 bits of the first byte (RFC 6455 §5.2)."""
+    n = len(payload)
+    mask_bit = 0 if key is None else 0x80
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    if n < 126:
+        head += bytes([mask_bit | n])
+    elif n < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", n)
+    if key is None:
+        return head + payload
+    return head + key + apply_mask(payload, key)
+
+
+class RawWS:
+    """A hand-driven WebSocket client: answers nothing by itself, reads only when asked,
+    and can break the rules (unmasked frames, raw bytes, a tiny receive buffer)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.head = b""
+
+    @classmethod
+    async def connect(
+        cls, port: int, path: str = "/", extra: str = "", rcvbuf: int | None = None
+    ) -> RawWS:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (LOCALHOST, port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(handshake_request(port, path, extra))
+        raw = cls(reader, writer)
+        raw.head = await reader.readuntil(b"\r\n\r\n")
+        assert raw.head.startswith(b"HTTP/1.1 101 "), raw.head
+        return raw
+
+    def send_frame(self, opcode: int, payload: bytes, *, masked: bool = True) -> None:
+        self.writer.write(frame_bytes(opcode, payload, key=os.urandom(4) if masked else None))
+
+    def send_text(self, text: str) -> None:
+        self.send_frame(0x1, text.encode())
+
+    async def read_frame(self) -> tuple[int, bytes]:
+        b0, b1 = await self.reader.readexactly(2)
+        assert b1 & 0x80 == 0, "server frames must not be masked"
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return b0 & 0x0F, await self.reader.readexactly(n)
+
+    async def read_close(self) -> tuple[int, str]:
+        """Skip frames up to the close frame; return its code and reason."""
+        while True:
+            opcode, payload = await self.read_frame()
+            if opcode == 8:
+                code = struct.unpack("!H", payload[:2])[0] if payload else 1005
+                return code, payload[2:].decode()
+
+    async def eof(self, within: float = 2.0) -> bytes:
+        """Everything up to the server's end of the TCP connection (bounded)."""
+        async with asyncio.timeout(within):
+            return await self.reader.read()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Reset the connection (no FIN), as a client that vanishes does."""
+        self.writer.transport.abort()

@@ -8,12 +8,9 @@ the close frame, or stop reading). Every test runs a bounded event loop of its o
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import gc
 import logging
-import os
-import socket
 import struct
 import sys
 import time
@@ -27,6 +24,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from helpers import (  # noqa: E402
+    RawWS,
     binary_payload,
     client_ssl_context,
     make_self_signed_cert,
@@ -42,57 +40,6 @@ from fullduplex.protocol.errors import ConnectionClosed  # noqa: E402
 HOST = "127.0.0.1"
 KiB = 1024
 MiB = 1024 * KiB
-
-
-class RawWS:
-    """A raw WebSocket client: answers nothing by itself, reads only when asked."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int, path: str = "/", rcvbuf: int | None = None) -> RawWS:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
-        reader, writer = await asyncio.open_connection(sock=sock)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        return cls(reader, writer)
-
-    def send_text(self, text: str) -> None:
-        payload = text.encode()
-        assert len(payload) < 126
-        key = os.urandom(4)
-        masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        self.writer.write(bytes([0x81, 0x80 | len(payload)]) + key + masked)
-
-    async def read_frame(self) -> tuple[int, bytes]:
-        b0, b1 = await self.reader.readexactly(2)
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return b0 & 0x0F, await self.reader.readexactly(n)
-
-    async def eof(self, within: float) -> bytes:
-        async with asyncio.timeout(within):
-            return await self.reader.read()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def close_payload(payload: bytes) -> tuple[int, str]:

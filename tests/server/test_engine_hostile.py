@@ -10,12 +10,9 @@ that never reads what the server sends, bounded in bytes and in time.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -29,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from helpers import run, serving  # noqa: E402
+from helpers import RawWS, frame_bytes, handshake_request, run, serving  # noqa: E402
 
 from fullduplex import WebSocketHandler  # noqa: E402
 from fullduplex.engine import DEFAULT_OPTIONS, WebSocketEngine  # noqa: E402
@@ -43,24 +40,8 @@ ZERO_KEY = b"\0\0\0\0"  # a valid masking key that leaves the payload as it is
 
 
 def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
-    """One masked client frame (RFC 6455 §5.2); ``rsv`` is the 0x70 bits of byte 0."""
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", b0, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    return head + ZERO_KEY + payload
-
-
-def handshake_request(port: int, path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+    """A client frame masked with a zero key: valid, and cheap for large payloads."""
+    return frame_bytes(opcode, payload, fin=fin, rsv=rsv, key=ZERO_KEY)
 
 
 # ------------------------------------------------------------ server subprocess
@@ -216,54 +197,6 @@ def test_incomplete_message_size_counts_what_the_parser_holds() -> None:
 # -------------------------------------------------- bytes buffered, in-process
 
 
-class RawClient:
-    """An asyncio raw WebSocket client that reads only when asked."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int, path: str = "/", rcvbuf: int | None = None) -> RawClient:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
-        reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(handshake_request(port, path))
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        return cls(reader, writer)
-
-    async def read_frame(self) -> tuple[int, bytes]:
-        b0, b1 = await self.reader.readexactly(2)
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return b0 & 0x0F, await self.reader.readexactly(n)
-
-    async def read_close(self) -> int:
-        """Skip data frames up to the close frame; returns its code."""
-        while True:
-            opcode, payload = await self.read_frame()
-            if opcode == 0x8:
-                return int(struct.unpack("!H", payload[:2])[0])
-
-    async def eof_within(self, seconds: float) -> float:
-        """Seconds until the server closed TCP (read everything up to EOF)."""
-        start = time.monotonic()
-        async with asyncio.timeout(seconds):
-            while await self.reader.read(65536):
-                pass
-        return time.monotonic() - start
-
-    def close(self) -> None:
-        self.writer.transport.abort()
-
-
 def test_unawaited_writes_to_a_peer_that_never_reads_stop_at_max_write_buffer() -> None:
     # Default settings: output queued for one peer stays within max_write_buffer plus one
     # message, then the connection is dropped (the old cap was 32 MiB).
@@ -288,11 +221,11 @@ def test_unawaited_writes_to_a_peer_that_never_reads_stop_at_max_write_buffer() 
 
     async def main() -> None:
         async with serving([("/", Pusher)], websocket_ping_interval=None) as server:
-            client = await RawClient.connect(server.port, rcvbuf=4096)
+            client = await RawWS.connect(server.port, rcvbuf=4096)
             # the server drops us: EOF (or a reset) comes well before 1000 messages
             with contextlib.suppress(ConnectionError):
-                await client.eof_within(10)
-            client.close()
+                await client.eof(within=10)
+            client.abort()
 
     run(main())
     cap = DEFAULT_OPTIONS.max_write_buffer
@@ -320,7 +253,7 @@ def test_broadcast_queue_for_a_slow_peer_is_bounded_in_bytes(policy: str) -> Non
 
     async def main() -> None:
         async with serving([("/", Member)], websocket_ping_interval=None) as server:
-            client = await RawClient.connect(server.port, rcvbuf=4096)
+            client = await RawWS.connect(server.port, rcvbuf=4096)
             for _ in range(50):
                 if Member.engines:
                     break
@@ -333,7 +266,7 @@ def test_broadcast_queue_for_a_slow_peer_is_bounded_in_bytes(policy: str) -> Non
             seen["close_sent"] = engine.connection.close_sent
             seen["dropped"] = engine.dropped
             seen["waiting"] = len(engine._pending or ())
-            client.close()
+            client.abort()
 
     run(main())
     frame = frame_size + 4  # payload and its 4-byte header
@@ -367,14 +300,16 @@ def _serve_and_attack(
             websocket_ping_interval=None,
             websocket_close_timeout=CLOSE_TIMEOUT,
         ) as server:
-            client = await RawClient.connect(server.port)
+            client = await RawWS.connect(server.port)
             if delay:
                 client.writer.write(client_frame(0x1, b"first"))
                 await asyncio.sleep(delay)
             client.writer.write(data)
-            code = await asyncio.wait_for(client.read_close(), CLOSE_TIMEOUT)
-            elapsed = await client.eof_within(CLOSE_TIMEOUT - 1)
-            client.close()
+            code, _ = await asyncio.wait_for(client.read_close(), CLOSE_TIMEOUT)
+            start = time.monotonic()
+            await client.eof(within=CLOSE_TIMEOUT - 1)
+            elapsed = time.monotonic() - start
+            client.abort()
             return code, elapsed
 
     return run(main())
@@ -489,10 +424,10 @@ def test_clients_vanishing_during_backpressure_log_nothing(
                 await drained
 
     async def one(port: int) -> None:
-        client = await RawClient.connect(port, rcvbuf=4096)
+        client = await RawWS.connect(port, rcvbuf=4096)
         client.writer.write(client_frame(0x1, b"go"))
         await asyncio.sleep(0.3)
-        client.close()
+        client.abort()
 
     async def main() -> None:
         async with serving([("/", Echo)], websocket_ping_interval=None) as server:

@@ -8,11 +8,8 @@ package's own asyncio client, or a raw socket when the test needs to misbehave.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import os
-import struct
 import sys
 import time
 from pathlib import Path
@@ -24,7 +21,7 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import run, serving  # noqa: E402
+from helpers import RawWS, run, serving  # noqa: E402
 
 from fullduplex import WebSocket, WebSocketClosedError, WebSocketHandler  # noqa: E402
 from fullduplex.client import websocket_connect  # noqa: E402
@@ -39,72 +36,6 @@ HOST = "127.0.0.1"
 
 def url(server: Any, path: str = "/") -> str:
     return f"ws://{HOST}:{server.port}{path}"
-
-
-class RawWS:
-    """A hand-driven WebSocket client that can break the rules."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.head = b""
-
-    @classmethod
-    async def connect(cls, port: int, path: str = "/", extra: str = "") -> RawWS:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
-            ).encode()
-        )
-        raw = cls(reader, writer)
-        raw.head = await reader.readuntil(b"\r\n\r\n")
-        assert raw.head.startswith(b"HTTP/1.1 101 "), raw.head
-        return raw
-
-    def send_frame(self, opcode: int, payload: bytes, *, masked: bool = True) -> None:
-        head = bytes([0x80 | opcode])
-        mask_bit = 0x80 if masked else 0
-        n = len(payload)
-        if n < 126:
-            head += bytes([mask_bit | n])
-        elif n < 65536:
-            head += bytes([mask_bit | 126]) + struct.pack("!H", n)
-        else:
-            head += bytes([mask_bit | 127]) + struct.pack("!Q", n)
-        if masked:
-            key = os.urandom(4)
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-            head += key
-        self.writer.write(head + payload)
-
-    async def read_frame(self) -> tuple[int, bytes]:
-        b0, b1 = await self.reader.readexactly(2)
-        assert b1 & 0x80 == 0, "server frames must not be masked"
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return b0 & 0x0F, await self.reader.readexactly(n)
-
-    async def read_close(self) -> tuple[int, str]:
-        """Skip frames up to the close frame; return its code and reason."""
-        while True:
-            opcode, payload = await self.read_frame()
-            if opcode == 8:
-                code = struct.unpack("!H", payload[:2])[0] if payload else 1005
-                return code, payload[2:].decode()
-
-    async def eof(self, within: float = 2.0) -> bytes:
-        async with asyncio.timeout(within):
-            return await self.reader.read()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 async def raw_http(port: int, request: str) -> tuple[int, dict[str, str], bytes]:
