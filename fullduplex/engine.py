@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -282,7 +282,8 @@ class WebSocketEngine(asyncio.Protocol):
 
     # -------------------------------------------------------------- dispatch
 
-    def _dispatch_events(self, events: list[Event]) -> None:
+    def _dispatch_events(self, events: Sequence[Event]) -> bool:
+        """Deliver ``events`` in order; True if a handler went async (the rest waits)."""
         sink = self.sink
         for index, event in enumerate(events):
             kind = type(event)
@@ -301,7 +302,7 @@ class WebSocketEngine(asyncio.Protocol):
                     continue
                 if result is not None:
                     self._await_handler(result, events[index + 1 :])
-                    return
+                    return True
             elif kind is Ping or kind is Pong:
                 self._on_ping_pong(event)  # type: ignore[arg-type]
             elif kind is CloseReceived:
@@ -310,8 +311,9 @@ class WebSocketEngine(asyncio.Protocol):
                 self._on_violation(event)  # type: ignore[arg-type]
             elif kind is _RateLimited and sink is not None:  # type: ignore[comparison-overlap]
                 self._on_rate_limited(sink, event)  # type: ignore[arg-type]
+        return False
 
-    def _await_handler(self, result: Awaitable[Any], rest: list[Event]) -> None:
+    def _await_handler(self, result: Awaitable[Any], rest: Sequence[Event]) -> None:
         """on_message returned an awaitable: hold further messages until it completes."""
         self.hold()
         self._queue_while_busy(rest)
@@ -329,7 +331,7 @@ class WebSocketEngine(asyncio.Protocol):
         if self._backlog is None:
             self._backlog = collections.deque()
 
-    def _queue_while_busy(self, events: list[Event]) -> None:
+    def _queue_while_busy(self, events: Sequence[Event]) -> None:
         backlog = self._backlog
         assert backlog is not None
         size = self._backlog_bytes
@@ -366,12 +368,23 @@ class WebSocketEngine(asyncio.Protocol):
         )
 
     def release(self) -> None:
-        """End :meth:`hold`: deliver what waited, in order, then go on reading."""
+        """End :meth:`hold`: deliver what waited, in order, then go on reading.
+
+        The queue stays in place while it is delivered: when a handler goes async
+        again, the rest keeps waiting where it is (nothing is copied or counted again).
+        """
         backlog = self._backlog
-        self._backlog = None
-        self._backlog_bytes = 0
-        if backlog:
-            self._dispatch_events(list(backlog))
+        while backlog and self._backlog is backlog:
+            event = backlog.popleft()
+            kind = type(event)
+            if kind is TextMessage or kind is BinaryMessage:
+                self._backlog_bytes -= len(event[0])  # type: ignore[arg-type]  # kind checked
+            if self._dispatch_events((event,)):
+                break
+        else:
+            if self._backlog is backlog:
+                self._backlog = None
+                self._backlog_bytes = 0
         if self._read_paused & _PAUSE_BACKLOG and not self._backlog_full():
             self.resume_reading(_PAUSE_BACKLOG)
 
@@ -410,7 +423,8 @@ class WebSocketEngine(asyncio.Protocol):
             return
         self._backlog = None
         self._backlog_bytes = 0
-        for event in backlog:
+        while backlog:
+            event = backlog.popleft()
             kind = type(event)
             if kind is CloseReceived:
                 self._on_close_received()
