@@ -11,11 +11,8 @@ process, the default) and a Redis backend (many processes). Everything a handler
 calls is ``async`` and nothing assumes the other members live in this process, so a
 handler written against one backend runs unchanged on the other.
 
-The envelopes a hub sends are the rooms wire protocol (JSON text frames), documented
-in ``docs/topics/rooms.md``::
-
-    {"op":"message","room":"lobby","offset":18,"epoch":"5f0c2a9e41d7","data":...}
-    {"op":"presence","room":"lobby","event":"join","user":"ann","members":["ann","bob"]}
+The envelopes a hub sends are the rooms wire protocol (JSON text frames), built in
+:mod:`fullduplex.hub.wire` and documented in ``docs/topics/rooms-protocol.md``.
 
 Slow consumers: a member whose socket does not drain gets at most ``max_pending``
 broadcast frames queued (on top of the transport's high-water mark); then the room's
@@ -50,12 +47,9 @@ __all__ = [
     "broadcast",
     "deliver",
     "deliver_frame",
-    "dumps",
     "encode_message_frame",
     "exclusion",
-    "message_envelope",
     "new_epoch",
-    "presence_envelope",
     "resolve_since",
 ]
 
@@ -71,26 +65,6 @@ DEFAULT_HISTORY_SIZE: Final = 100
 
 #: Random bytes in a room epoch (shown as twice as many hex digits).
 EPOCH_BYTES: Final = 6
-
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_ascii_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def dumps(data: Any) -> str:
-    """Compact JSON as the wire protocol sends it (UTF-8 kept, no NaN/Infinity).
-
-    Raises :class:`TypeError` for objects JSON cannot represent and
-    :class:`ValueError` for NaN and infinities (not JSON, RFC 8259 §6). Strings with
-    lone surrogates (which ``json.loads`` makes from ``"\\ud800"``) cannot be UTF-8:
-    such data is written with ``\\u`` escapes instead, so the result always encodes.
-    """
-    text = _encoder.encode(data)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return _ascii_encoder.encode(data)
-    return text
 
 
 def new_epoch() -> str:
@@ -169,34 +143,6 @@ def broadcast(
     """
     _check_policy(policy)
     return deliver(receivers, Broadcast(message), max_pending=max_pending, policy=policy)
-
-
-# ----------------------------------------------------------------- envelopes
-
-
-def message_envelope(
-    room: str | None, offset: int | None, data_json: str, epoch: str | None = None
-) -> str:
-    """``{"op":"message",...}`` around data already encoded with :func:`dumps`.
-
-    ``room`` and ``offset`` are None for :meth:`Hub.publish_all`; ``offset`` is None
-    for messages published with ``store=False``. ``epoch`` (the room's, see
-    :class:`JoinResult`) goes with stored messages only: ``"epoch"`` follows
-    ``"offset"`` when it is given.
-    """
-    room_json = "null" if room is None else dumps(room)
-    if offset is None:
-        return f'{{"op":"message","room":{room_json},"offset":null,"data":{data_json}}}'
-    epoch_json = "" if epoch is None else f',"epoch":{dumps(epoch)}'
-    return f'{{"op":"message","room":{room_json},"offset":{offset}{epoch_json},"data":{data_json}}}'
-
-
-def presence_envelope(room: str, event: str, user: str, members: list[str]) -> str:
-    """``{"op":"presence",...}``: ``event`` is ``"join"`` or ``"leave"``."""
-    return (
-        f'{{"op":"presence","room":{dumps(room)},"event":"{event}",'
-        f'"user":{dumps(user)},"members":{dumps(members)}}}'
-    )
 
 
 # --------------------------------------------------------------- value types

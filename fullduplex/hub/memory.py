@@ -31,13 +31,11 @@ from .base import (
     Receiver,
     RoomOptions,
     deliver_frame,
-    dumps,
     exclusion,
-    message_envelope,
     new_epoch,
-    presence_envelope,
     resolve_since,
 )
+from .wire import dumps, message_envelope, presence_envelope
 
 __all__ = ["MemoryHub"]
 

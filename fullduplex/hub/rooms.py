@@ -1,28 +1,12 @@
 """The rooms wire protocol over one WebSocket connection (JSON text frames).
 
-Client to server::
-
-    {"op":"join","room":"lobby","since":17,"epoch":"5f0c2a9e41d7"}  # both optional
-    {"op":"leave","room":"lobby"}
-    {"op":"publish","room":"lobby","data":...}  # any JSON value but null
-
-Server to client::
-
-    {"op":"joined","room":"lobby","offset":20,"epoch":"5f0c2a9e41d7","members":["ann"],
-     "history":[{"offset":18,"data":...},...],"gap":null}    # gap: {"from":a,"to":b}
-    {"op":"left","room":"lobby"}
-    {"op":"message","room":"lobby","offset":21,"epoch":"5f0c2a9e41d7","data":...}
-    {"op":"presence","room":"lobby","event":"join","user":"bob","members":["ann","bob"]}
-    {"op":"error","reason":"not joined","room":"lobby"}
-
-``since`` is the last offset the client saw and ``epoch`` the room epoch it belongs
-to; ``joined`` has ``"reset":true`` when they belong to another life of the room.
-
-Bad input is answered with an ``error`` and never closes the connection by itself;
-``max_errors`` errors in a row (valid requests count them back down) close it with
-1008. When the hub is unavailable (Redis down), a join closes the connection with 1013
-(the client reconnects with backoff and rejoins with ``since``) and a publish is
-answered with ``{"op":"error","reason":"hub unavailable: message not sent",...}``.
+The protocol (its envelopes are built in :mod:`fullduplex.hub.wire`) is written down
+in ``docs/topics/rooms-protocol.md``. Bad input is answered with an ``error`` (a
+``code``, whether it is ``retryable``, and the ``request`` op it answers) and never
+closes the connection by itself; ``max_errors`` errors in a row (valid requests count
+them back down) close it with 1008. When the hub is unavailable (Redis down), a join
+closes the connection with 1013 (the client reconnects with backoff and rejoins with
+``since``) and a publish is answered with the ``hub_unavailable`` error.
 
 Apps subclass :class:`RoomHandler` and override the hooks (``get_user``,
 ``authorize_join``, ``transform``) and limits.
@@ -44,9 +28,10 @@ from typing import Any, ClassVar
 from ..engine import Message
 from ..protocol.errors import ConnectionClosed
 from ..server.websocket import WebSocketHandler
-from .base import Hub, HubUnavailable, JoinResult, dumps
+from .base import Hub, HubUnavailable
+from .wire import ErrorCode, error_envelope, joined_envelope, left_envelope
 
-__all__ = ["RoomHandler", "joined_envelope"]
+__all__ = ["RoomHandler"]
 
 logger = logging.getLogger("fullduplex.hub")
 
@@ -59,27 +44,11 @@ MAX_EPOCH_LENGTH = 64
 #: Seconds between two warnings about refused requests (the rest are counted).
 _UNAVAILABLE_LOG_INTERVAL = 5.0
 
+#: The ops a client may send (an error names the one it answers).
+_OPS = frozenset(("join", "leave", "publish"))
+
 #: Background leave_all tasks, referenced until they finish.
 _cleanups: set[asyncio.Task[None]] = set()
-
-
-def joined_envelope(room: str, result: JoinResult) -> str:
-    """The ``joined`` reply; history data is spliced in as stored (no re-encoding)."""
-    history = ",".join(f'{{"offset":{e.offset},"data":{e.encoded}}}' for e in result.history)
-    gap = result.gap
-    gap_json = "null" if gap is None else f'{{"from":{gap.first},"to":{gap.last}}}'
-    reset = ',"reset":true' if result.reset else ""
-    epoch = f',"epoch":{dumps(result.epoch)}' if result.epoch else ""
-    return (
-        f'{{"op":"joined","room":{dumps(room)},"offset":{result.offset}{epoch},'
-        f'"members":{dumps(result.members)},"history":[{history}],"gap":{gap_json}{reset}}}'
-    )
-
-
-def _error_envelope(reason: str, room: str | None) -> str:
-    if room is None:
-        return f'{{"op":"error","reason":{dumps(reason)}}}'
-    return f'{{"op":"error","reason":{dumps(reason)},"room":{dumps(room)}}}'
 
 
 class _UnavailableLog:
@@ -99,11 +68,16 @@ class _UnavailableLog:
         logger.warning("%s refused: %s%s", what, exc, more)
 
 
-class _BadRequest(Exception):
-    def __init__(self, reason: str, room: str | None = None) -> None:
+class _Refused(Exception):
+    """A request answered with an ``error`` envelope."""
+
+    def __init__(
+        self, reason: str, room: str | None = None, code: ErrorCode = ErrorCode.BAD_REQUEST
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.room = room
+        self.code = code
 
 
 class RoomHandler(WebSocketHandler):
@@ -170,15 +144,16 @@ class RoomHandler(WebSocketHandler):
     # ---------------------------------------------------------- messages
 
     async def on_message(self, message: Message) -> None:
+        op: Any = None
         try:
             if not isinstance(message, str):
-                raise _BadRequest("binary messages are not supported")
+                raise _Refused("binary messages are not supported")
             try:
                 request = json.loads(message)
             except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-                raise _BadRequest("invalid JSON") from None
+                raise _Refused("invalid JSON") from None
             if not isinstance(request, dict):
-                raise _BadRequest("a request is a JSON object")
+                raise _Refused("a request is a JSON object")
             op = request.get("op")
             if op == "publish":
                 await self._publish(request)
@@ -187,12 +162,13 @@ class RoomHandler(WebSocketHandler):
             elif op == "leave":
                 await self._leave(request)
             else:
-                raise _BadRequest(
+                raise _Refused(
                     f"unknown op {op[:40]!r}" if isinstance(op, str) else "missing op"
                 )
-        except _BadRequest as exc:
+        except _Refused as exc:
             self._errors += 1
-            self._reply(_error_envelope(exc.reason, exc.room))
+            request = op if isinstance(op, str) and op in _OPS else None
+            self._reply(error_envelope(exc.code, exc.reason, exc.room, request))
             if self._errors >= self.max_errors:
                 logger.info("%s: too many invalid requests; closing", self.request.remote_ip)
                 self.close(1008, "too many invalid requests")
@@ -205,31 +181,33 @@ class RoomHandler(WebSocketHandler):
     def _room_name(self, request: dict[str, Any]) -> str:
         room = request.get("room")
         if not isinstance(room, str) or not room:
-            raise _BadRequest("missing room")
+            raise _Refused("missing room")
         if len(room) > self.max_room_name_length:
-            raise _BadRequest(f"room name longer than {self.max_room_name_length} characters")
+            raise _Refused(f"room name longer than {self.max_room_name_length} characters")
         if _CONTROL.search(room):
-            raise _BadRequest("invalid room name")
+            raise _Refused("invalid room name")
         return room
 
     async def _join(self, request: dict[str, Any]) -> None:
         room = self._room_name(request)
         since = request.get("since")
         if since is not None and (type(since) is not int or since < 0):
-            raise _BadRequest("since must be a non-negative integer", room)
+            raise _Refused("since must be a non-negative integer", room)
         epoch = request.get("epoch")
         if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH):
-            raise _BadRequest("epoch must be a string from a joined or message frame", room)
+            raise _Refused("epoch must be a string from a joined or message frame", room)
         rooms = self._rooms
         if rooms is None:
             rooms = self._rooms = set()
         if room not in rooms and len(rooms) >= self.max_rooms_per_connection:
-            raise _BadRequest(f"at most {self.max_rooms_per_connection} rooms", room)
+            raise _Refused(
+                f"at most {self.max_rooms_per_connection} rooms", room, ErrorCode.TOO_MANY_ROOMS
+            )
         allowed = self.authorize_join(room)
         if inspect.isawaitable(allowed):
             allowed = await allowed
         if not allowed:
-            raise _BadRequest("not allowed to join", room)
+            raise _Refused("not allowed to join", room, ErrorCode.FORBIDDEN)
         hub = self.hub
         rooms.add(room)
         try:
@@ -252,18 +230,18 @@ class RoomHandler(WebSocketHandler):
         room = self._room_name(request)
         rooms = self._rooms
         if not rooms or room not in rooms:
-            raise _BadRequest("not joined", room)
+            raise _Refused("not joined", room, ErrorCode.NOT_JOINED)
         rooms.discard(room)
         await self.hub.leave(room, self)
-        self._reply(f'{{"op":"left","room":{dumps(room)}}}')
+        self._reply(left_envelope(room))
 
     async def _publish(self, request: dict[str, Any]) -> None:
         room = self._room_name(request)
         if not self._rooms or room not in self._rooms:
-            raise _BadRequest("not joined", room)
+            raise _Refused("not joined", room, ErrorCode.NOT_JOINED)
         data = request.get("data")
         if data is None:  # null is how transform() drops a message: never data
-            raise _BadRequest("missing data", room)
+            raise _Refused("missing data", room)
         data = await self.transform(room, data)
         if data is None:
             return
@@ -271,7 +249,14 @@ class RoomHandler(WebSocketHandler):
             await self.hub.publish(room, data, exclude=None if self.echo_publish else self)
         except HubUnavailable as exc:
             _UnavailableLog.warn(f"publish to {room!r}", exc)
-            self._reply(_error_envelope("hub unavailable: message not sent", room))
+            self._reply(
+                error_envelope(
+                    ErrorCode.HUB_UNAVAILABLE,
+                    "hub unavailable: message not sent",
+                    room,
+                    "publish",
+                )
+            )
 
     # ------------------------------------------------------------ output
 

@@ -463,7 +463,7 @@
           return true;
         case "error":
           if (room) room[RECEIVE](frame);
-          else this.dispatchEvent(custom("roomerror", { reason: frame.reason, room: frame.room === undefined ? null : frame.room }));
+          else this.dispatchEvent(custom("roomerror", Object.assign(errorDetail(frame), { room: frame.room === undefined ? null : frame.room })));
           return true;
         default:
           return false;
@@ -511,6 +511,25 @@
     }
   }
 
+  /** Error codes of the rooms protocol after which the same request may succeed. */
+  const RETRYABLE_CODES = new Set(["hub_unavailable", "unknown_outcome", "rate_limited"]);
+
+  function isRetryable(frame) {
+    return typeof frame.retryable === "boolean" ? frame.retryable : RETRYABLE_CODES.has(frame.code);
+  }
+
+  /** Whether an error frame refuses a join for good (decided on its code, never its text). */
+  function refusesJoin(frame) {
+    return (frame.request === undefined || frame.request === "join") && !isRetryable(frame);
+  }
+
+  /** The `detail` of an error event: the reason text, its machine-readable code and whether retrying can help. */
+  function errorDetail(frame) {
+    const detail = { reason: frame.reason, code: typeof frame.code === "string" ? frame.code : null, retryable: isRetryable(frame) };
+    if (frame.id !== undefined) detail.id = frame.id;
+    return detail;
+  }
+
   /** WebIDL [Clamp] unsigned short: round half to even, clamp to 0…65535. */
   function clampUnsignedShort(value) {
     let n = Number(value);
@@ -534,7 +553,7 @@
    * Events (CustomEvent, fields in `detail`): `joined` (members, offset, epoch, gap,
    * reset, resumed) after each join or re-join; `message` (data, offset, history) once
    * per offset, in order; `presence` (event "join"|"leave", user, members); `gap` (from,
-   * to: offsets the server could not replay); `error` (reason).
+   * to: offsets the server could not replay); `error` (reason, code, retryable).
    *
    * Offsets count within a room *epoch* (a random id the server gives each life of a
    * room): re-joins send the last offset with its epoch, and a new epoch (the server
@@ -627,13 +646,14 @@
           this.#members = Array.isArray(frame.members) ? frame.members : this.#members;
           return this.dispatchEvent(custom("presence", { event: frame.event, user: frame.user, members: this.members }));
         case "error":
-          // A publish refused while the hub is down: the join itself is not in question.
-          if (this.#state === "joining" && !String(frame.reason).startsWith("hub unavailable")) {
-            // The join was refused: forget the room rather than retry it forever.
+          // A join refused for good (forbidden, bad request…): forget the room rather
+          // than retry it forever. Errors answering other requests (a publish refused
+          // while the hub is down), and retryable ones, leave the join in place.
+          if (this.#state === "joining" && refusesJoin(frame)) {
             this.#state = "left";
             this.#socket[FORGET](this, false);
           }
-          return this.dispatchEvent(custom("error", { reason: frame.reason }));
+          return this.dispatchEvent(custom("error", errorDetail(frame)));
       }
     }
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fullduplex.hub import Entry, Gap, HubClosed, MemoryHub, RoomOptions
-from fullduplex.hub.base import dumps, message_envelope
+from fullduplex.hub.wire import dumps, message_envelope
 
 
 def test_publish_reaches_every_member_once_with_one_shared_frame(kit: SimpleNamespace) -> None:

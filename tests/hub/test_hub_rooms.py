@@ -50,6 +50,7 @@ def test_join_publish_receive(kit: SimpleNamespace) -> None:
             epoch = first["epoch"]
             assert first == {
                 "op": "joined",
+                "v": 1,
                 "room": "lobby",
                 "offset": 0,
                 "epoch": epoch,
@@ -199,13 +200,22 @@ def test_bad_input_is_answered_never_fatal(kit: SimpleNamespace) -> None:
                 await c.write_message(raw, binary=isinstance(raw, bytes))
                 reply = await recv(c)
                 assert reply["op"] == "error" and reply["reason"] == reason, (raw, reply)
+                assert (reply["code"], reply["retryable"]) == ("bad_request", False), reply
             # Valid requests pay errors back (10 in a row would close the connection).
             for _ in range(3):
                 await join(c, "ok")
             await send(c, op="publish", room="r", data=1)
-            assert await recv(c) == {"op": "error", "reason": "not joined", "room": "r"}
+            assert await recv(c) == {
+                "op": "error",
+                "code": "not_joined",
+                "retryable": False,
+                "reason": "not joined",
+                "room": "r",
+                "request": "publish",
+            }
             await send(c, op="leave", room="r")
-            assert await recv(c) == {"op": "error", "reason": "not joined", "room": "r"}
+            reply = await recv(c)
+            assert (reply["code"], reply["request"]) == ("not_joined", "leave")
             await join(c, "r")
             await send(c, op="publish", room="r")
             assert (await recv(c))["reason"] == "missing data"
@@ -251,13 +261,17 @@ def test_hooks_authorize_transform_and_room_limit(kit: SimpleNamespace) -> None:
             await send(c, op="join", room="secret-base")
             assert await recv(c) == {
                 "op": "error",
+                "code": "forbidden",
+                "retryable": False,
                 "reason": "not allowed to join",
                 "room": "secret-base",
+                "request": "join",
             }
             await join(c, "a")
             await join(c, "b")
             await send(c, op="join", room="c")
-            assert (await recv(c))["reason"] == "at most 2 rooms"
+            reply = await recv(c)
+            assert (reply["code"], reply["reason"]) == ("too_many_rooms", "at most 2 rooms")
             await join(c, "a")  # rejoining a room does not count twice
             await send(c, op="publish", room="a", data="drop")
             await send(c, op="publish", room="a", data="hello")

@@ -90,7 +90,11 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
       if (!text.startsWith('{"op"')) return ws.send(text);
       const req = JSON.parse(text);
       if (req.op === "join") {
-        if (req.room === "forbidden") return send(ws, { op: "error", reason: "not allowed to join", room: req.room });
+        if (req.room === "forbidden") return send(ws, { op: "error", code: "forbidden", retryable: false, reason: "not allowed to join", room: req.room, request: "join" });
+        if (req.room === "busy") {
+          // A publish refused while the hub is down, answered before the join: not a refusal of the join.
+          send(ws, { op: "error", code: "hub_unavailable", retryable: true, reason: "message not sent", room: req.room, request: "publish" });
+        }
         const r = room(req.room);
         const since = req.since;
         const otherEpoch = req.epoch != null && req.epoch !== r.epoch;
@@ -112,7 +116,7 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
         send(ws, { op: "left", room: req.room });
         for (const other of r.members.keys()) send(other, { op: "presence", room: req.room, event: "leave", user, members: members(r) });
       } else if (req.op === "publish") {
-        if (!room(req.room).members.has(ws)) return send(ws, { op: "error", reason: "not joined", room: req.room });
+        if (!room(req.room).members.has(ws)) return send(ws, { op: "error", code: "not_joined", retryable: false, reason: "not joined", room: req.room, request: "publish" });
         publish(req.room, req.data);
       }
     });
@@ -708,10 +712,36 @@ describe("rooms", T, () => {
     const room = socket.join("forbidden");
     const error = await next(room, "error");
     assert.equal(error.detail.reason, "not allowed to join");
+    assert.equal(error.detail.code, "forbidden");
+    assert.equal(error.detail.retryable, false);
     assert.equal(socket.rooms.has("forbidden"), false);
     const roomerror = next(socket, "roomerror");
-    s.raw({ op: "error", reason: "invalid JSON" });
-    assert.deepEqual((await roomerror).detail, { reason: "invalid JSON", room: null });
+    s.raw({ op: "error", code: "bad_request", retryable: false, reason: "invalid JSON" });
+    assert.deepEqual((await roomerror).detail, { reason: "invalid JSON", code: "bad_request", retryable: false, room: null });
+  });
+
+  test("a retryable error while joining keeps the room, whatever its text says", async () => {
+    const s = await server();
+    const socket = connect(s.url);
+    const room = socket.join("busy");
+    const [error] = await Promise.all([next(room, "error"), next(room, "joined")]);
+    assert.deepEqual(error.detail, { reason: "message not sent", code: "hub_unavailable", retryable: true });
+    assert.equal(socket.rooms.has("busy"), true);
+    assert.equal(room.joined, true);
+  });
+
+  test("a join error is final by its code, not its text", async () => {
+    const s = await server();
+    const socket = connect(s.url);
+    const room = socket.join("lobby");
+    await next(socket, "open");
+    // A server that says "hub unavailable" in a non-retryable refusal: the code decides.
+    const lobby = socket.join("other");
+    const error = next(lobby, "error");
+    s.raw({ op: "error", code: "forbidden", retryable: false, reason: "hub unavailable", room: "other", request: "join" });
+    assert.equal((await error).detail.code, "forbidden");
+    assert.equal(socket.rooms.has("other"), false);
+    await next(room, "joined");
   });
 
   test("hub-wide messages (room null) arrive as broadcast events", async () => {

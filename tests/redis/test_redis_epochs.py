@@ -141,8 +141,11 @@ def test_room_handler_when_redis_is_down(
                     await conn.write_message(json.dumps({"op": "publish", "room": "a", "data": 1}))
                     assert await recv() == {
                         "op": "error",
+                        "code": "hub_unavailable",
+                        "retryable": True,
                         "reason": "hub unavailable: message not sent",
                         "room": "a",
+                        "request": "publish",
                     }
                 await conn.write_message(json.dumps({"op": "join", "room": "b"}))
                 assert await recv() is None

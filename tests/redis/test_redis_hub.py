@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import fullduplex.hub.redis as redis_backend
+import fullduplex.hub.redis.hub as redis_backend
 from fullduplex.hub import Gap, HubClosed, JoinResult
 from fullduplex.hub.publish import Publisher
 from fullduplex.hub.redis import HubUnavailable, RedisHub

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import fullduplex.hub.redis as redis_backend
+from fullduplex.hub.redis.scripts import source
 
 pytestmark = pytest.mark.redis
 
@@ -129,7 +129,7 @@ def test_a_node_taken_for_dead_announces_itself_again(
             # heartbeat might refresh it first, which is fine but shows nothing).
             redis_server.command(
                 "EVAL",
-                "redis.call('ZADD', KEYS[1], 1, ARGV[7])\n" + redis_backend._HEARTBEAT_LUA,
+                "redis.call('ZADD', KEYS[1], 1, ARGV[7])\n" + source("heartbeat"),
                 "1",
                 a.keys.prefix + "nodes",
                 a.node_id,

@@ -26,27 +26,23 @@ The design, its guarantees and its limits are in ``docs/topics/redis.md``.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
 import random
 import secrets
 import socket
-import weakref
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..protocol.frames import OP_TEXT, encode_frame
-from .base import (
+from ...protocol.frames import OP_TEXT, encode_frame
+from ..base import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_MAX_PENDING,
     Entry,
@@ -59,301 +55,36 @@ from .base import (
     Receiver,
     RoomOptions,
     deliver_frame,
-    dumps,
     exclusion,
     new_epoch,
-    presence_envelope,
     resolve_since,
 )
-from .publish import (
+from ..wire import broadcast_bytes, dumps, message_bytes, presence_envelope
+from .errors import LOST, RedisConnectionError
+from .keyspace import (
     DEFAULT_PREFIX,
     DEFAULT_ROOM_TTL,
-    LUA_PRELUDE,
-    PUBLISH_LUA,
     Keyspace,
-    _millis,
     decode,
     encode,
-    publish_call,
+    entry_prefix,
+    millis,
+    text,
 )
+from .listener import Event, Listener, parse_event, split_fields
+from .presence import Presence
+from .scripts import SCRIPT_NAMES, publish_call, source
+from .state import Room, RoomState, Snapshot
 
 __all__ = ["HubUnavailable", "RedisHub", "RedisHubStats"]
 
 logger = logging.getLogger("fullduplex.hub")
 
-#: Errors that mean "Redis cannot be reached" (anything else is a bug or a bad reply).
-_LOST: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 
-#: Events a node remembers per room (and their bytes), to bring a join's state up to
-#: date when live delivery ran ahead of the join's reply (a round trip's worth is
-#: plenty; a longer miss falls back to reading the state again).
-_RECENT: Final = 256
-_RECENT_BYTES: Final = 1 << 20
 #: Events buffered for a room while it (re)synchronises before it resyncs again.
 _MAX_BUFFER: Final = 100_000
 #: Close code for members whose feed could not be continued: reconnect and rejoin.
 SERVICE_RESTART: Final = 1012
-
-# ----------------------------------------------------------------------- Lua
-
-_PRESENCE_LUA: Final = """
-local function parts(e)
-  local c = string.find(e, ':', 1, true)
-  local n = tonumber(string.sub(e, 1, c - 1))
-  return string.sub(e, c + 1, c + n), string.sub(e, c + n + 1)
-end
-local function is_alive(nodes, node, now, alive)
-  local ok = alive[node]
-  if ok == nil then
-    local exp = redis.call('ZSCORE', nodes, node)
-    ok = (exp and tonumber(exp) >= now) or false
-    alive[node] = ok
-  end
-  return ok
-end
-local function live_users(pres, nodes, now, alive)
-  local users, seen = {}, {}
-  for _, e in ipairs(redis.call('ZRANGE', pres, 0, -1)) do
-    local u, node = parts(e)
-    if not seen[u] and is_alive(nodes, node, now, alive) then
-      seen[u] = true
-      users[#users + 1] = u
-    end
-  end
-  return users
-end
-local function present(pres, nodes, now, alive, prefix, except)
-  for _, e in ipairs(redis.call('ZRANGEBYLEX', pres, '[' .. prefix, '[' .. prefix .. '\\255')) do
-    if e ~= except then
-      local _, node = parts(e)
-      if is_alive(nodes, node, now, alive) then return true end
-    end
-  end
-  return false
-end
-local function presence_event(meta, channel, event, user, users)
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
-  local out = {'p', ns(seq), ns(event), ns(user)}
-  for _, u in ipairs(users) do out[#out + 1] = ns(u) end
-  redis.call('PUBLISH', channel, table.concat(out))
-  return seq
-end
-"""
-
-# KEYS: meta, log, pres, nodes, noderooms
-# ARGV: since (-1: none), limit, max_age_ms, join, user, entry, user_prefix, room,
-#       channel, events, ttl_ms, candidate epoch ("": do not create the room), the
-#       epoch ``since`` belongs to ("": unknown; another than the room's: since = -1)
-_STATE_LUA: Final = (
-    LUA_PRELUDE
-    + _PRESENCE_LUA
-    + """
-local now = now_ms()
-local alive = {}
-local event_seq = 0
-if ARGV[4] == '1' then
-  local before = present(KEYS[3], KEYS[4], now, alive, ARGV[7], ARGV[6])
-  redis.call('ZADD', KEYS[3], 0, ARGV[6])
-  redis.call('SADD', KEYS[5], ARGV[8])
-  if not before and ARGV[10] == '1' then
-    local users = live_users(KEYS[3], KEYS[4], now, alive)
-    event_seq = presence_event(KEYS[1], ARGV[9], 'join', ARGV[5], users)
-    touch(tonumber(ARGV[11]), KEYS[1])
-  end
-end
-if ARGV[12] ~= '' and redis.call('HSETNX', KEYS[1], 'ep', ARGV[12]) == 1 then
-  touch(tonumber(ARGV[11]), KEYS[1])
-end
-local m = redis.call('HMGET', KEYS[1], 'seq', 'off', 'base', 'ep')
-local seq = tonumber(m[1]) or 0
-local off = tonumber(m[2]) or 0
-local base = tonumber(m[3]) or -1
-local ep = m[4] or ''
-local rows = {}
-local limit = tonumber(ARGV[2])
-if limit > 0 then
-  local since = tonumber(ARGV[1])
-  if since > off or (ARGV[13] ~= '' and ep ~= '' and ARGV[13] ~= ep) then since = -1 end
-  if since >= 0 and off - since < limit then limit = off - since end
-  if limit > 0 then
-    local minms = 0
-    local age = tonumber(ARGV[3])
-    if age > 0 then minms = now - age end
-    local got = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
-    for i = #got, 1, -1 do
-      local id, f = got[i][1], got[i][2]
-      if tonumber(string.match(id, '^%d+')) >= minms and tonumber(f[2]) > since then
-        rows[#rows + 1] = f[2]
-        rows[#rows + 1] = f[4]
-        rows[#rows + 1] = f[6]
-      end
-    end
-  end
-end
-return {seq, off, rows, live_users(KEYS[3], KEYS[4], now, alive), event_seq, base, ep}
-"""
-)
-
-# KEYS: meta, pres, nodes, noderooms
-# ARGV: entry, user_prefix, user, room, channel, events, drop_index, ttl_ms
-_LEAVE_LUA: Final = (
-    LUA_PRELUDE
-    + _PRESENCE_LUA
-    + """
-local removed = redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[7] == '1' then redis.call('SREM', KEYS[4], ARGV[4]) end
-if removed == 1 and ARGV[6] == '1' then
-  local now = now_ms()
-  local alive = {}
-  if not present(KEYS[2], KEYS[3], now, alive, ARGV[2], ARGV[1]) then
-    local users = live_users(KEYS[2], KEYS[3], now, alive)
-    local seq = presence_event(KEYS[1], ARGV[5], 'leave', ARGV[3], users)
-    touch(tonumber(ARGV[8]), KEYS[1])
-    return seq
-  end
-end
-return 0
-"""
-)
-
-# Make this node's entries in one room exactly ARGV[6..] (users), with the events.
-# KEYS: meta, pres, nodes, noderooms. ARGV: node, room, channel, events, ttl_ms, users...
-_SYNC_LUA: Final = (
-    LUA_PRELUDE
-    + _PRESENCE_LUA
-    + """
-local now = now_ms()
-local alive = {}
-local node = ARGV[1]
-local mine = {}
-for _, e in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local u, n = parts(e)
-  if n == node then mine[u] = e end
-end
-local want = {}
-local last = 0
-for i = 6, #ARGV do
-  local u = ARGV[i]
-  want[u] = true
-  if not mine[u] then
-    local prefix = #u .. ':' .. u
-    local e = prefix .. node
-    local before = present(KEYS[2], KEYS[3], now, alive, prefix, e)
-    redis.call('ZADD', KEYS[2], 0, e)
-    if not before and ARGV[4] == '1' then
-      last = presence_event(KEYS[1], ARGV[3], 'join', u, live_users(KEYS[2], KEYS[3], now, alive))
-    end
-  end
-end
-for u, e in pairs(mine) do
-  if not want[u] then
-    redis.call('ZREM', KEYS[2], e)
-    if ARGV[4] == '1' and not present(KEYS[2], KEYS[3], now, alive, #u .. ':' .. u, e) then
-      last = presence_event(KEYS[1], ARGV[3], 'leave', u, live_users(KEYS[2], KEYS[3], now, alive))
-    end
-  end
-end
-if #ARGV >= 6 then
-  redis.call('SADD', KEYS[4], ARGV[2])
-else
-  redis.call('SREM', KEYS[4], ARGV[2])
-end
-if last > 0 then touch(tonumber(ARGV[5]), KEYS[1]) end
-return last
-"""
-)
-
-# KEYS: epoch, nodes. ARGV: candidate epoch, node, ttl_ms.
-_HELLO_LUA: Final = (
-    LUA_PRELUDE
-    + """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-local epoch = redis.call('GET', KEYS[1])
-local known = redis.call('ZSCORE', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[3]), ARGV[2])
-if known then return {epoch, 1} end
-return {epoch, 0}
-"""
-)
-
-# Refresh this node's heartbeat and remove the entries of dead nodes (with the events).
-# KEYS: nodes. ARGV: node, ttl_ms, prefix, channel_prefix, max dead nodes, room ttl_ms.
-_HEARTBEAT_LUA: Final = (
-    LUA_PRELUDE
-    + _PRESENCE_LUA
-    + """
-local now = now_ms()
-local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[5]))
-for _, d in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], d)
-  local index = ARGV[3] .. 'n:' .. d .. ':rooms'
-  for _, room in ipairs(redis.call('SMEMBERS', index)) do
-    local pres = ARGV[3] .. 'r:' .. room .. ':pres'
-    local meta = ARGV[3] .. 'r:' .. room .. ':meta'
-    local alive = {}
-    alive[d] = false
-    for _, e in ipairs(redis.call('ZRANGE', pres, 0, -1)) do
-      local u, n = parts(e)
-      if n == d then
-        redis.call('ZREM', pres, e)
-        if not present(pres, KEYS[1], now, alive, #u .. ':' .. u, e) then
-          presence_event(meta, ARGV[4] .. room, 'leave', u, live_users(pres, KEYS[1], now, alive))
-          touch(tonumber(ARGV[6]), meta)
-        end
-      end
-    end
-  end
-  redis.call('DEL', index)
-end
-if known then return {1, #dead} end
-return {0, #dead}
-"""
-)
-
-# Put a forgotten room's counters back where this node saw them, provided no message
-# was stored in the room since Redis forgot it (and no other node repaired it first).
-# ``base`` records the offset the room continues from: a node that saw another offset
-# must not continue; the room keeps the epoch those offsets belong to (ARGV[4], "": not
-# known). KEYS: meta. ARGV: seq, off, ttl, epoch.
-_REPAIR_LUA: Final = (
-    LUA_PRELUDE
-    + """
-local m = redis.call('HMGET', KEYS[1], 'seq', 'off', 'base')
-if (tonumber(m[2]) or 0) ~= 0 or m[3] then return 0 end
-if (tonumber(m[1]) or 0) < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'seq', ARGV[1]) end
-redis.call('HSET', KEYS[1], 'off', ARGV[2], 'base', ARGV[2])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'ep', ARGV[4]) end
-touch(tonumber(ARGV[3]), KEYS[1])
-return 1
-"""
-)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _fields(payload: bytes, pos: int) -> list[bytes]:
-    """Split ``<len>:<bytes>`` fields starting at ``pos``."""
-    out: list[bytes] = []
-    end = len(payload)
-    while pos < end:
-        colon = payload.index(b":", pos)
-        start = colon + 1
-        stop = start + int(payload[pos:colon])
-        out.append(payload[start:stop])
-        pos = stop
-    return out
-
-
-def _text(raw: bytes | str) -> str:
-    return raw if isinstance(raw, str) else decode(raw)
-
-
-def _entry_prefix(user: str) -> bytes:
-    raw = encode(user)
-    return str(len(raw)).encode("ascii") + b":" + raw
 
 
 def _safe_url(url: str) -> str:
@@ -369,155 +100,6 @@ def _safe_url(url: str) -> str:
     else:
         netloc = f":***@{netloc}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-class _Event:
-    """One room event as received from Redis (or rebuilt from the stream)."""
-
-    __slots__ = (
-        "data",
-        "epoch",
-        "event",
-        "kind",
-        "members",
-        "offset",
-        "origin",
-        "pubid",
-        "seq",
-        "user",
-    )
-
-    def __init__(
-        self,
-        kind: str,
-        seq: int,
-        *,
-        offset: int | None = None,
-        data: bytes = b"",
-        origin: bytes = b"",
-        pubid: bytes = b"",
-        event: str = "",
-        user: str = "",
-        members: list[str] | None = None,
-        epoch: bytes = b"",
-    ) -> None:
-        self.kind = kind
-        self.epoch = epoch
-        self.seq = seq
-        self.offset = offset
-        self.data = data
-        self.origin = origin
-        self.pubid = pubid
-        self.event = event
-        self.user = user
-        self.members = members or []
-
-
-class _State(NamedTuple):
-    """A room's state as one script read it."""
-
-    seq: int
-    offset: int
-    #: (offset, seq, data JSON) ascending.
-    entries: list[tuple[int, int, bytes]]
-    members: list[str]
-    #: Seq of the presence ``join`` event the read sent (0: none).
-    event_seq: int
-    #: Offset a node repaired the room to after Redis forgot it (-1: never repaired).
-    base: int = -1
-    #: The room's epoch ("": none yet, the room was never joined or stored to).
-    epoch: str = ""
-
-
-# Room states on this node.
-_NEW, _SUBSCRIBING, _SYNCING, _LIVE = "new", "subscribing", "syncing", "live"
-
-
-class _Room:
-    __slots__ = (
-        "buffer",
-        "channel",
-        "epoch",
-        "gone",
-        "issued",
-        "known",
-        "members",
-        "name",
-        "offset",
-        "options",
-        "pending",
-        "plock",
-        "prefix",
-        "ready",
-        "recent",
-        "recent_bytes",
-        "seq",
-        "starts",
-        "state",
-        "touched",
-        "users",
-        "waiters",
-    )
-
-    def __init__(
-        self, name: str, channel: bytes, options: RoomOptions, plock: asyncio.Lock
-    ) -> None:
-        self.name = name
-        self.channel = channel
-        self.options = options
-        #: Local member -> its user (None: anonymous); insertion order is join order.
-        self.members: dict[Receiver, str | None] = {}
-        #: Members that must skip events up to this seq (they joined after them).
-        self.starts: dict[Receiver, int] = {}
-        #: Local user -> number of its local connections in the room.
-        self.users: dict[str, int] = {}
-        self.state = _NEW
-        #: Last event seq / message offset delivered to the local members.
-        self.seq = 0
-        self.offset = 0
-        #: The room epoch of ``offset`` ("": not known yet).
-        self.epoch = ""
-        #: Highest (seq, offset) this node's own publishes were given (acknowledged,
-        #: though maybe not delivered yet): a repair never reuses them.
-        self.issued = (0, 0)
-        self.buffer: list[_Event] = []
-        self.recent: collections.deque[_Event] = collections.deque()
-        self.recent_bytes = 0
-        #: The room's users (all nodes) as last told to the local members.
-        self.known: list[str] = []
-        self.ready = asyncio.Event()
-        #: Joins in progress (the room is not torn down under them).
-        self.pending = 0
-        #: Serialises this node's presence changes in the room (shared by every
-        #: _Room object of that name, see RedisHub._presence_lock).
-        self.plock = plock
-        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self.gone = False
-        self.touched = 0.0
-        self.prefix = b'{"op":"message","room":' + dumps(name).encode("utf-8") + b',"offset":'
-
-    def remember(self, ev: _Event) -> None:
-        recent = self.recent
-        recent.append(ev)
-        self.recent_bytes += len(ev.data)
-        while len(recent) > _RECENT or (self.recent_bytes > _RECENT_BYTES and len(recent) > 1):
-            self.recent_bytes -= len(recent.popleft().data)
-
-    def wake(self) -> None:
-        self.ready.set()
-        self.ready = asyncio.Event()
-
-    def resolve(self, all_of_them: bool = False) -> None:
-        if not self.waiters:
-            return
-        keep = []
-        for seq, fut in self.waiters:
-            if all_of_them or seq <= self.seq:
-                if not fut.done():
-                    fut.set_result(None)
-            else:
-                keep.append((seq, fut))
-        self.waiters = keep
 
 
 @dataclass
@@ -613,9 +195,9 @@ class RedisHub(Hub):
         #: Frames handed to local members since the hub was created.
         self.deliveries = 0
 
-        self._rooms: dict[str, _Room] = {}
-        self._by_channel: dict[bytes, _Room] = {}
-        self._plocks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._rooms: dict[str, Room] = {}
+        self._by_channel: dict[bytes, Room] = {}
+        self._presence = Presence(self)
         self._member_rooms: dict[Receiver, set[str]] = {}
         self._excludes: dict[bytes, Collection[object]] = {}
         self._all_waiters: dict[bytes, asyncio.Future[None]] = {}
@@ -628,14 +210,14 @@ class RedisHub(Hub):
         self._pubsub: Any = None
         self._sub_lock: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._sub_waiters: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
+        #: The current pub/sub connection's reader (None while disconnected).
+        self._link: Listener | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._lost_event: asyncio.Event | None = None
         self._lost_reason: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_rx = 0.0
         self._outage_mark: dict[str, float] = {}
         #: Redis lost its data and the rooms have not all been resynchronised since.
         self._data_lost = False
@@ -671,14 +253,6 @@ class RedisHub(Hub):
         """The rooms ``member`` is in."""
         return set(self._member_rooms.get(member, ()))
 
-    def _presence_lock(self, room: str) -> asyncio.Lock:
-        """The lock serialising this node's presence changes in ``room`` (kept while
-        a room object or a running change holds it)."""
-        lock = self._plocks.get(room)
-        if lock is None:
-            lock = self._plocks[room] = asyncio.Lock()
-        return lock
-
     def _options_changed(self, room: str, options: RoomOptions) -> None:
         r = self._rooms.get(room)
         if r is not None:
@@ -713,16 +287,8 @@ class RedisHub(Hub):
                 socket_timeout=self.command_timeout,
                 socket_keepalive=True,
             )
-            for name, source in (
-                ("publish", PUBLISH_LUA),
-                ("state", _STATE_LUA),
-                ("leave", _LEAVE_LUA),
-                ("sync", _SYNC_LUA),
-                ("hello", _HELLO_LUA),
-                ("heartbeat", _HEARTBEAT_LUA),
-                ("repair", _REPAIR_LUA),
-            ):
-                self._scripts[name] = self._client.register_script(source)
+            for name in SCRIPT_NAMES:
+                self._scripts[name] = self._client.register_script(source(name))
             self._supervisor = loop.create_task(self._supervise(), name="fullduplex-redis-hub")
         if self._first is not None and not self._first.done():
             with contextlib.suppress(TimeoutError):
@@ -740,7 +306,7 @@ class RedisHub(Hub):
         try:
             async with self._slots:
                 return await self._scripts[name](keys=keys, args=list(args))
-        except _LOST as exc:
+        except LOST as exc:
             if refused:
                 self.stats.refused += 1
             self._lost(exc)
@@ -763,8 +329,8 @@ class RedisHub(Hub):
         await self._ensure_up(f"cannot join {room!r}")
         r = self._rooms.get(room)
         if r is None:
-            r = self._rooms[room] = _Room(
-                room, self.keys.channel(room), self.room_options(room), self._presence_lock(room)
+            r = self._rooms[room] = Room(
+                room, self.keys.channel(room), self.room_options(room), self._presence.lock(room)
             )
         r.pending += 1
         reserved = add = False
@@ -783,7 +349,7 @@ class RedisHub(Hub):
                     )
             else:
                 state = await self._read(r, since=since, limit=limit, epoch=epoch, create=True)
-            if state.event_seq and r.seq < state.event_seq and r.state is _LIVE:
+            if state.event_seq and r.seq < state.event_seq and r.state is RoomState.LIVE:
                 # The other local members hear of the join before join() returns.
                 await self._wait_seq(r, state.event_seq)
             for _ in range(5):
@@ -795,7 +361,7 @@ class RedisHub(Hub):
             else:
                 raise self._unavailable(f"cannot join {room!r}: the room moves too fast")
             self._check_open()
-            if r.state is not _LIVE:
+            if r.state is not RoomState.LIVE:
                 raise self._unavailable(f"cannot join {room!r}")
             # No await from here on: nothing reaches the member before join() returns.
             state = merged
@@ -816,13 +382,13 @@ class RedisHub(Hub):
                 else:
                     r.users.pop(user, None)
                     if add and self._up:
-                        self._spawn(self._presence_leave([(r, user)]))
+                        self._spawn(self._presence.leave([(r, user)]))
             raise
         finally:
             r.pending -= 1
             self._maybe_teardown(r)
 
-    def _catch_up_state(self, r: _Room, state: _State) -> _State | None:
+    def _catch_up_state(self, r: Room, state: Snapshot) -> Snapshot | None:
         """``state`` moved forward to what the local members have already been sent."""
         if r.seq <= state.seq:
             return state
@@ -838,11 +404,11 @@ class RedisHub(Hub):
                 offset = ev.offset
             elif ev.kind == "p":
                 members = ev.members
-        return _State(r.seq, offset, entries, members, state.event_seq, state.base, state.epoch)
+        return Snapshot(r.seq, offset, entries, members, state.event_seq, state.base, state.epoch)
 
     @staticmethod
     def _result(
-        state: _State, since: int | None, epoch: str | None, limit: int, user: str | None
+        state: Snapshot, since: int | None, epoch: str | None, limit: int, user: str | None
     ) -> JoinResult:
         members = state.members
         if user is not None and user not in members:
@@ -884,7 +450,7 @@ class RedisHub(Hub):
     async def _leave_rooms(self, names: Iterable[str], member: Receiver) -> None:
         """Remove a local member from rooms at once; users that had no other local
         connection there leave the rooms' presence in one round trip."""
-        gone: list[tuple[_Room, str]] = []
+        gone: list[tuple[Room, str]] = []
         for name in names:
             r = self._rooms.get(name)
             if r is None or member not in r.members:
@@ -894,9 +460,9 @@ class RedisHub(Hub):
             if user is not None:
                 gone.append((r, user))
         if gone and not self._closed:
-            await self._presence_leave(gone)
+            await self._presence.leave(gone)
 
-    def _forget(self, r: _Room, member: Receiver) -> str | None:
+    def _forget(self, r: Room, member: Receiver) -> str | None:
         """Remove a local member; returns its user if that was the user's last one here."""
         user = r.members.pop(member)
         r.starts.pop(member, None)
@@ -908,53 +474,6 @@ class RedisHub(Hub):
             return None
         r.users.pop(user, None)
         return user
-
-    async def _presence_leave(self, gone: list[tuple[_Room, str]]) -> None:
-        """Drop this node's entries for users that left (never raises: a failure is
-        repaired by the presence reconciliation that follows every reconnect)."""
-        if not self._up or self._client is None:
-            return
-        keys = self.keys
-        # Each room's presence lock, in a fixed order (a holder never waits for another).
-        locks = sorted({id(r.plock): r.plock for r, _ in gone}.items())
-        async with contextlib.AsyncExitStack() as stack:
-            for _, lock in locks:
-                await stack.enter_async_context(lock)
-            calls = [(r, user) for r, user in gone if user not in r.users]  # not back meanwhile
-            if not calls:
-                return
-            pipe = self._client.pipeline(transaction=False)
-            for r, user in calls:
-                prefix = _entry_prefix(user)
-                await self._scripts["leave"](
-                    keys=[
-                        keys.meta(r.name),
-                        keys.presence(r.name),
-                        keys.nodes,
-                        keys.node_rooms(self.node_id),
-                    ],
-                    args=[
-                        prefix + self._node,
-                        prefix,
-                        encode(user),
-                        encode(r.name),
-                        r.channel,
-                        b"1" if r.options.presence else b"0",
-                        b"0" if r.users else b"1",
-                        _millis(self.room_ttl),
-                    ],
-                    client=pipe,
-                )
-            assert self._slots is not None
-            try:
-                async with self._slots:
-                    seqs = await pipe.execute()
-            except _LOST as exc:
-                self._lost(exc)
-                return
-        for (r, _), seq in zip(calls, seqs, strict=True):
-            if seq and r.members and r.state is _LIVE and r.seq < seq:
-                await self._wait_seq(r, int(seq))
 
     async def publish(
         self,
@@ -1018,7 +537,7 @@ class RedisHub(Hub):
             try:
                 async with self._slots:
                     await self._client.publish(self.keys.broadcast, payload)
-            except _LOST as exc:
+            except LOST as exc:
                 self._lost(exc)
                 raise self._unavailable("cannot publish to every room", exc) from exc
             if self._member_rooms:
@@ -1052,7 +571,7 @@ class RedisHub(Hub):
 
     async def _read(
         self,
-        r: _Room,
+        r: Room,
         *,
         since: int | None,
         limit: int,
@@ -1060,7 +579,7 @@ class RedisHub(Hub):
         internal: bool = False,
         epoch: str | None = None,
         create: bool = False,
-    ) -> _State:
+    ) -> Snapshot:
         return await self._read_room(
             r.name,
             since=since,
@@ -1079,15 +598,15 @@ class RedisHub(Hub):
         since: int | None,
         limit: int,
         join_user: str | None = None,
-        room: _Room | None = None,
+        room: Room | None = None,
         internal: bool = False,
         epoch: str | None = None,
         create: bool = False,
-    ) -> _State:
+    ) -> Snapshot:
         """The room's state; ``create``: give the room its epoch if it has none (a
         join), ``epoch``: the one ``since`` belongs to (another: read from the start)."""
         keys = self.keys
-        prefix = _entry_prefix(join_user) if join_user is not None else b""
+        prefix = entry_prefix(join_user) if join_user is not None else b""
         options = room.options if room is not None else self.room_options(name)
         raw = await self._call(
             "state",
@@ -1101,7 +620,7 @@ class RedisHub(Hub):
             [
                 -1 if since is None else since,
                 max(limit, 0),
-                _millis(self.history_max_age),
+                millis(self.history_max_age),
                 b"1" if join_user is not None else b"0",
                 encode(join_user) if join_user is not None else b"",
                 prefix + self._node,
@@ -1109,7 +628,7 @@ class RedisHub(Hub):
                 encode(name),
                 keys.channel(name),
                 b"1" if options.presence else b"0",
-                _millis(self.room_ttl),
+                millis(self.room_ttl),
                 new_epoch().encode("ascii") if create else b"",
                 encode(epoch) if epoch else b"",
             ],
@@ -1119,30 +638,27 @@ class RedisHub(Hub):
         seq, offset, rows, users, event_seq, base, room_epoch = raw
         entries = [(int(rows[i]), int(rows[i + 1]), rows[i + 2]) for i in range(0, len(rows), 3)]
         members = [decode(u) for u in users]
-        return _State(
-            int(seq), int(offset), entries, members, int(event_seq), int(base), _text(room_epoch)
+        return Snapshot(
+            int(seq), int(offset), entries, members, int(event_seq), int(base), text(room_epoch)
         )
 
     # ---------------------------------------------------------- rooms
 
-    async def _activate(self, r: _Room) -> None:
+    async def _activate(self, r: Room) -> None:
         """Subscribe to the room and learn its state (once per node), or wait for it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout + self.command_timeout
-        while r.state is not _LIVE:
+        while r.state is not RoomState.LIVE:
             if not self._up:
                 raise self._unavailable(f"cannot join {r.name!r}")
-            if r.state is _NEW:
-                r.state = _SUBSCRIBING
+            if r.state is RoomState.NEW:
+                r.move(RoomState.SUBSCRIBING)
                 try:
                     await self._subscribe(r)
                     await self._sync(r, initial=True)
                 except BaseException as exc:
-                    if r.state is not _LIVE:
-                        r.state = _NEW
-                        r.buffer.clear()
-                        r.wake()
-                    if isinstance(exc, _LOST):
+                    r.abandon()
+                    if isinstance(exc, LOST):
                         self._lost(exc)
                         raise self._unavailable(f"cannot join {r.name!r}", exc) from exc
                     raise
@@ -1153,19 +669,17 @@ class RedisHub(Hub):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(r.ready.wait(), remaining)
 
-    async def _subscribe(self, r: _Room) -> None:
+    async def _subscribe(self, r: Room) -> None:
         assert self._sub_lock is not None
-        loop = asyncio.get_running_loop()
         async with self._sub_lock:
-            pubsub = self._pubsub
-            if pubsub is None or not self._up:
+            pubsub, link = self._pubsub, self._link
+            if pubsub is None or link is None or not self._up:
                 raise self._unavailable(f"cannot subscribe to {r.name!r}")
-            fut: asyncio.Future[None] = loop.create_future()
-            self._sub_waiters.setdefault(r.channel, collections.deque()).append(fut)
+            fut = link.expect(r.channel)
             self._by_channel[r.channel] = r
             try:
                 await pubsub.subscribe(r.channel)
-            except _LOST as exc:
+            except LOST as exc:
                 self._lost(exc)
                 raise self._unavailable(f"cannot subscribe to {r.name!r}", exc) from exc
         try:
@@ -1175,7 +689,7 @@ class RedisHub(Hub):
         if self._pubsub is not pubsub:  # the connection was lost meanwhile
             raise self._unavailable(f"cannot subscribe to {r.name!r}")
 
-    async def _sync(self, r: _Room, *, initial: bool, data_lost: bool = False) -> None:
+    async def _sync(self, r: Room, *, initial: bool, data_lost: bool = False) -> None:
         """Bring the room up to date after (re)subscribing, then go live.
 
         After an outage the members get the stored messages they missed, from the
@@ -1183,7 +697,7 @@ class RedisHub(Hub):
         closed with 1012, unless nothing was stored since Redis forgot the room: then
         the counters are put back and the feed simply continues.
         """
-        r.state = _SYNCING
+        r.move(RoomState.SYNCING)
         if initial:
             state = await self._read(r, since=None, limit=0, internal=True)
             r.seq, r.offset, r.known = state.seq, state.offset, state.members
@@ -1213,7 +727,7 @@ class RedisHub(Hub):
             await self._repair(r)  # then read again, whoever won
         self._lose(r, f"redis lost the room's data (offset {r.offset} -> {state.offset})")
 
-    def _continue(self, r: _Room, state: _State, *, renumbered: bool) -> None:
+    def _continue(self, r: Room, state: Snapshot, *, renumbered: bool) -> None:
         """Deliver the messages missed while cut off (all in ``state``), then go live."""
         missed = state.entries if renumbered else [e for e in state.entries if e[1] > r.seq]
         if state.offset > r.offset:
@@ -1228,20 +742,19 @@ class RedisHub(Hub):
         if renumbered:
             r.starts.clear()  # seqs of the room's new life: start offsets no longer apply
         for offset, seq, data in missed:
-            ev = _Event("m", seq, offset=offset, data=data, epoch=encode(state.epoch))
+            ev = Event("m", seq, offset=offset, data=data, epoch=encode(state.epoch))
             self._deliver_message(r, ev)
             r.remember(ev)
             self.stats.caught_up += 1
-        self._presence_diff(r, state.members, state.seq)
+        self._presence.diff(r, state.members, state.seq)
         r.seq, r.offset = state.seq, state.offset
         if state.epoch:
             r.epoch = state.epoch
         if renumbered:
-            r.recent.clear()
-            r.recent_bytes = 0
+            r.forget_recent()
         self._go_live(r)
 
-    async def _repair(self, r: _Room) -> bool:
+    async def _repair(self, r: Room) -> bool:
         # An offset this node was given but never saw delivered (lost with Redis's data)
         # is not handed out again: the repair goes past it, so it shows up as a gap.
         seq, offset = max((r.seq, r.offset), r.issued)
@@ -1249,40 +762,24 @@ class RedisHub(Hub):
         ok = await self._call(
             "repair",
             [keys.meta(r.name)],
-            [seq, offset, _millis(self.room_ttl), encode(r.epoch)],
+            [seq, offset, millis(self.room_ttl), encode(r.epoch)],
             f"cannot repair room {r.name!r}",
             refused=False,
         )
         return bool(ok)
 
-    def _go_live(self, r: _Room) -> None:
+    def _go_live(self, r: Room) -> None:
         buffered, r.buffer = r.buffer, []
-        r.state = _LIVE
+        r.move(RoomState.LIVE)
         for ev in buffered:
-            if r.state is not _LIVE:  # a discontinuity sent it back to syncing
+            if r.state is not RoomState.LIVE:  # a discontinuity sent it back to syncing
                 r.buffer.append(ev)
             elif ev.seq > r.seq:
                 self._apply(r, ev)
         r.resolve()
         r.wake()
 
-    def _presence_diff(self, r: _Room, members: list[str], seq: int) -> None:
-        """Tell local members about presence changes they missed while cut off.
-
-        This node's own users count as present: the reconciliation that follows puts
-        back any entry Redis lost, so they must not flap leave/join here.
-        """
-        before, after = set(r.known), set(members) | set(r.users)
-        r.known = sorted(after)
-        if before == after or not r.options.presence:
-            return
-        current = sorted(after)
-        for user in sorted(before - after):
-            self._deliver_presence(r, seq, presence_envelope(r.name, "leave", user, current))
-        for user in sorted(after - before):
-            self._deliver_presence(r, seq, presence_envelope(r.name, "join", user, current))
-
-    def _lose(self, r: _Room, why: str) -> None:
+    def _lose(self, r: Room, why: str) -> None:
         """Close the room's local members (1012): they rejoin with ``since`` and get an
         explicit gap or reset instead of a feed with a silent hole."""
         members = list(r.members)
@@ -1303,12 +800,12 @@ class RedisHub(Hub):
                 if not rooms:
                     del self._member_rooms[member]
         r.users.clear()
-        r.state = _NEW
+        r.move(RoomState.NEW)
         r.buffer.clear()
         r.resolve(all_of_them=True)
         r.wake()
         self._maybe_teardown(r)
-        self._spawn(self._sync_presence(r.name))
+        self._spawn(self._presence.sync(r.name))
         for member in members:
             close = getattr(member, "close", None)
             if callable(close):
@@ -1317,7 +814,7 @@ class RedisHub(Hub):
                 except Exception:
                     logger.exception("closing a member of %r failed", r.name)
 
-    def _maybe_teardown(self, r: _Room) -> None:
+    def _maybe_teardown(self, r: Room) -> None:
         if r.members or r.pending or r.gone:
             return
         r.gone = True
@@ -1328,17 +825,17 @@ class RedisHub(Hub):
         if self._by_channel.get(r.channel) is r and not self._closed:
             self._spawn(self._unsubscribe(r))
 
-    async def _unsubscribe(self, r: _Room) -> None:
+    async def _unsubscribe(self, r: Room) -> None:
         assert self._sub_lock is not None
         async with self._sub_lock:
             if self._by_channel.get(r.channel) is r:
                 del self._by_channel[r.channel]
             if r.name in self._rooms or self._pubsub is None:
                 return  # a new join of the room took over the subscription
-            with contextlib.suppress(*_LOST):
+            with contextlib.suppress(*LOST):
                 await self._pubsub.unsubscribe(r.channel)
 
-    async def _wait_seq(self, r: _Room, seq: int) -> None:
+    async def _wait_seq(self, r: Room, seq: int) -> None:
         """Until the local members have been sent event ``seq`` (bounded)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         r.waiters.append((seq, fut))
@@ -1351,7 +848,7 @@ class RedisHub(Hub):
                 seq,
                 self.command_timeout,
                 r.seq,
-                r.state,
+                r.state.value,
             )
 
     # ------------------------------------------------------------ delivery
@@ -1365,37 +862,19 @@ class RedisHub(Hub):
         r = self._by_channel.get(channel)
         if r is None:
             return
-        f = _fields(payload, 1)
-        if kind == b"m":
-            ev = _Event(
-                "m",
-                int(f[0]),
-                offset=int(f[1]) if f[1] else None,
-                origin=f[2],
-                pubid=f[3],
-                data=f[4],
-                epoch=f[5] if len(f) > 5 else b"",  # absent: a publisher without epochs
-            )
-        elif kind == b"p":
-            ev = _Event(
-                "p",
-                int(f[0]),
-                event=f[1].decode("ascii"),
-                user=decode(f[2]),
-                members=sorted(decode(u) for u in f[3:]),
-            )
-        else:
+        ev = parse_event(kind, payload)
+        if ev is None:
             logger.warning("ignoring an unknown event %r on %r", kind, channel)
             return
-        if r.state is _LIVE:
+        if r.state is RoomState.LIVE:
             self._apply(r, ev)
-        elif r.state is not _NEW:
+        elif r.state is not RoomState.NEW:
             r.buffer.append(ev)
             if len(r.buffer) > _MAX_BUFFER:
                 r.buffer.clear()
                 self._resync_soon(r)
 
-    def _apply(self, r: _Room, ev: _Event) -> None:
+    def _apply(self, r: Room, ev: Event) -> None:
         seq = ev.seq
         if seq != r.seq + 1:
             # Live events are consecutive; anything else means events were missed or the
@@ -1409,7 +888,7 @@ class RedisHub(Hub):
             if ev.offset is not None:
                 r.offset = ev.offset
                 if ev.epoch:
-                    r.epoch = _text(ev.epoch)
+                    r.epoch = text(ev.epoch)
             self._deliver_message(r, ev)
         else:
             # Events that change nothing the local members were told are not repeated
@@ -1427,23 +906,17 @@ class RedisHub(Hub):
         if r.waiters:
             r.resolve()
 
-    def _receivers(self, r: _Room, seq: int) -> list[Receiver]:
+    def _receivers(self, r: Room, seq: int) -> list[Receiver]:
         starts = r.starts
         if not starts:
             return list(r.members)
         return [m for m in r.members if starts.get(m, -1) < seq]
 
-    def _deliver_message(self, r: _Room, ev: _Event) -> None:
+    def _deliver_message(self, r: Room, ev: Event) -> None:
         if not r.members:
             return
-        if ev.offset is None:
-            offset = b"null"
-        elif ev.epoch and ev.epoch.isalnum():  # made by new_epoch(): hex, no escaping
-            offset = b'%d,"epoch":"%s"' % (ev.offset, ev.epoch)
-        else:
-            offset = str(ev.offset).encode("ascii")
         # Encoded once per node, whatever the number of local members.
-        frame = encode_frame(OP_TEXT, b"".join((r.prefix, offset, b',"data":', ev.data, b"}")))
+        frame = encode_frame(OP_TEXT, message_bytes(r.prefix, ev.offset, ev.epoch, ev.data))
         excluded: Collection[object] = ()
         if ev.pubid and ev.origin == self._node:
             excluded = self._excludes.pop(ev.pubid, ())
@@ -1456,7 +929,7 @@ class RedisHub(Hub):
             exclude=excluded,
         )
 
-    def _deliver_presence(self, r: _Room, seq: int, text: str) -> None:
+    def _deliver_presence(self, r: Room, seq: int, text: str) -> None:
         if not r.members:
             return
         frame = encode_frame(OP_TEXT, text.encode("utf-8"))
@@ -1466,11 +939,9 @@ class RedisHub(Hub):
         )
 
     def _on_broadcast(self, payload: bytes) -> None:
-        origin, pubid, data = _fields(payload, 1)
+        origin, pubid, data = split_fields(payload, 1)
         if self._member_rooms:
-            frame = encode_frame(
-                OP_TEXT, b'{"op":"message","room":null,"offset":null,"data":' + data + b"}"
-            )
+            frame = encode_frame(OP_TEXT, broadcast_bytes(data))
             options = self.default_options
             self.deliveries += deliver_frame(
                 list(self._member_rooms),
@@ -1483,20 +954,20 @@ class RedisHub(Hub):
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    def _resync_soon(self, r: _Room) -> None:
-        if r.state is not _LIVE:
+    def _resync_soon(self, r: Room) -> None:
+        if r.state is not RoomState.LIVE:
             return
-        r.state = _SYNCING
+        r.move(RoomState.SYNCING)
         self._spawn(self._resync(r))
 
-    async def _resync(self, r: _Room) -> None:
+    async def _resync(self, r: Room) -> None:
         try:
             await self._sync(r, initial=False)
         except HubUnavailable:
             pass  # the reconnect resyncs every room
         except Exception as exc:
             logger.exception("resynchronising room %r failed", r.name)
-            if r.members and r.state is not _LIVE:
+            if r.members and r.state is not RoomState.LIVE:
                 self._lose(r, f"resynchronising failed ({exc!r})")
 
     # -------------------------------------------------------- connection
@@ -1570,7 +1041,7 @@ class RedisHub(Hub):
         keys = self.keys
         epoch, _known = await self._scripts["hello"](
             keys=[keys.epoch, keys.nodes],
-            args=[secrets.token_hex(8), self._node, _millis(self.presence_ttl)],
+            args=[secrets.token_hex(8), self._node, millis(self.presence_ttl)],
         )
         if self._epoch is not None and epoch != self._epoch:
             self._data_lost = True
@@ -1585,21 +1056,19 @@ class RedisHub(Hub):
         pubsub = client.pubsub()
         self._pubsub = pubsub
         loop = asyncio.get_running_loop()
-        self._last_rx = loop.time()
+        link = self._link = Listener(pubsub, self._on_pubsub, loop.time)
         await pubsub.subscribe(keys.broadcast)
-        listener = loop.create_task(self._listen(pubsub), name="fullduplex-redis-listen")
+        listener = loop.create_task(link.run(), name="fullduplex-redis-listen")
         self._tasks.add(listener)
         listener.add_done_callback(self._tasks.discard)
-        self._listener = listener
+        self._listen_task = listener
         # Resubscribe every room with local members, and wait until Redis confirms.
         # (Rooms still being joined for the first time fail their join: HubUnavailable.)
-        rooms = [r for r in self._rooms.values() if r.members and r.state is _SYNCING]
+        rooms = [r for r in self._rooms.values() if r.members and r.state is RoomState.SYNCING]
         waits = []
         for r in rooms:
-            fut: asyncio.Future[None] = loop.create_future()
-            self._sub_waiters.setdefault(r.channel, collections.deque()).append(fut)
             self._by_channel[r.channel] = r
-            waits.append(fut)
+            waits.append(link.expect(r.channel))
         if rooms:
             await pubsub.subscribe(*[r.channel for r in rooms])
         if waits:
@@ -1609,16 +1078,16 @@ class RedisHub(Hub):
         # Catch every room up first (repairing counters Redis forgot), then put this
         # node's presence entries back: its own join events must not look like a gap.
         for r in rooms:
-            if r.members and not r.gone and r.state is _SYNCING:
+            if r.members and not r.gone and r.state is RoomState.SYNCING:
                 await self._sync(r, initial=False, data_lost=self._data_lost)
         self._data_lost = False
-        await self._reconcile_presence()
+        await self._presence.reconcile()
 
     async def _run_until_lost(self) -> BaseException | None:
-        assert self._lost_event is not None and self._listener is not None
+        assert self._lost_event is not None and self._listen_task is not None
         heartbeat: asyncio.Future[Any] = asyncio.ensure_future(self._heartbeat())
         lost: asyncio.Future[Any] = asyncio.ensure_future(self._lost_event.wait())
-        listener: asyncio.Future[Any] = self._listener
+        listener: asyncio.Future[Any] = self._listen_task
         try:
             await asyncio.wait({heartbeat, lost, listener}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -1629,28 +1098,6 @@ class RedisHub(Hub):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return task.exception()
         return self._lost_reason
-
-    async def _listen(self, pubsub: Any) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            message = await pubsub.get_message(timeout=None)
-            self._last_rx = loop.time()
-            if message is None:
-                continue
-            kind = message["type"]
-            try:
-                if kind == "message":
-                    self._on_pubsub(message["channel"], message["data"])
-                elif kind == "subscribe":
-                    waiters = self._sub_waiters.get(message["channel"])
-                    if waiters:
-                        fut = waiters.popleft()
-                        if not waiters:
-                            del self._sub_waiters[message["channel"]]
-                        if not fut.done():
-                            fut.set_result(None)
-            except Exception:
-                logger.exception("handling a message from redis failed")
 
     async def _heartbeat(self) -> None:
         """Refresh this node's heartbeat, reap dead nodes, watch the pub/sub link."""
@@ -1663,11 +1110,11 @@ class RedisHub(Hub):
                 keys=[keys.nodes],
                 args=[
                     self._node,
-                    _millis(self.presence_ttl),
+                    millis(self.presence_ttl),
                     encode(keys.prefix),
                     keys.channel_base,
                     16,
-                    _millis(self.room_ttl),
+                    millis(self.room_ttl),
                 ],
             )
             if reaped:
@@ -1679,9 +1126,11 @@ class RedisHub(Hub):
                     "%.1f s?): announcing its users again",
                     self.presence_ttl,
                 )
-                await self._reconcile_presence()
+                await self._presence.reconcile()
             # A silent pub/sub link is dead even if no error says so (a half-open TCP).
-            if loop.time() - self._last_rx > 3 * interval + self.command_timeout:
+            link = self._link
+            silent = loop.time() - link.last_rx if link is not None else 0.0
+            if silent > 3 * interval + self.command_timeout:
                 raise RedisConnectionError("the pub/sub connection went silent")
             await self._pubsub.ping()
             await self._refresh_rooms(loop.time())
@@ -1694,60 +1143,13 @@ class RedisHub(Hub):
         stale = [r for r in self._rooms.values() if r.members and now - r.touched > every]
         if not stale:
             return
-        ttl = _millis(self.room_ttl)
+        ttl = millis(self.room_ttl)
         pipe = self._client.pipeline(transaction=False)
         for r in stale:
             r.touched = now
             pipe.pexpire(self.keys.meta(r.name), ttl)
             pipe.pexpire(self.keys.log(r.name), ttl)
         await pipe.execute()
-
-    async def _reconcile_presence(self) -> None:
-        """Make this node's presence entries match its members (after a reconnect, or
-        after other nodes took it for dead)."""
-        assert self._client is not None
-        index = self.keys.node_rooms(self.node_id)
-        names = {_text(n) for n in await self._client.smembers(index)}
-        names.update(name for name, r in self._rooms.items() if r.users)
-        for name in sorted(names):
-            await self._sync_presence(name)
-
-    async def _sync_presence(self, name: str, users: list[str] | None = None) -> None:
-        """Make this node's entries in ``name`` exactly ``users`` (default: the users
-        of its local members at that moment)."""
-        options = self.room_options(name)
-        async with self._presence_lock(name):
-            if users is None:
-                r = self._rooms.get(name)
-                users = sorted(r.users) if r is not None else []
-            await self._sync_presence_locked(name, users, options)
-
-    async def _sync_presence_locked(
-        self, name: str, users: list[str], options: RoomOptions
-    ) -> None:
-        keys = self.keys
-        try:
-            await self._scripts["sync"](
-                keys=[
-                    keys.meta(name),
-                    keys.presence(name),
-                    keys.nodes,
-                    keys.node_rooms(self.node_id),
-                ],
-                args=[
-                    self._node,
-                    encode(name),
-                    keys.channel(name),
-                    b"1" if options.presence else b"0",
-                    _millis(self.room_ttl),
-                    *[encode(u) for u in users],
-                ],
-            )
-        except _LOST as exc:
-            self._lost(exc)
-            if not self._up:
-                return
-            raise
 
     def _mark_up(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1801,31 +1203,26 @@ class RedisHub(Hub):
     def _cut_off(self) -> None:
         """No subscription any more: every room must be resubscribed and caught up."""
         for r in self._rooms.values():
-            if r.state is _LIVE:
-                r.state = _SYNCING
+            if r.state is RoomState.LIVE:
+                r.move(RoomState.SYNCING)
             r.buffer.clear()
             r.resolve(all_of_them=True)
             r.wake()
         for fut in self._all_waiters.values():
             if not fut.done():
                 fut.set_result(None)
-        self._fail_sub_waiters()
-
-    def _fail_sub_waiters(self) -> None:
-        # Resolved, not failed: each waiter checks whether its connection survived.
-        for waiters in self._sub_waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-        self._sub_waiters.clear()
+        if self._link is not None:
+            self._link.release()
 
     async def _disconnect(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
-        listener, self._listener = self._listener, None
+        link, self._link = self._link, None
+        listener, self._listen_task = self._listen_task, None
         if listener is not None:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
-        self._fail_sub_waiters()
+        if link is not None:
+            link.release()
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
@@ -1865,8 +1262,8 @@ class RedisHub(Hub):
         assert self._client is not None
         keys = self.keys
         index = keys.node_rooms(self.node_id)
-        names = {_text(n) for n in await self._client.smembers(index)}
+        names = {text(n) for n in await self._client.smembers(index)}
         for name in sorted(names):
-            await self._sync_presence(name, [])
+            await self._presence.sync(name, [])
         await self._client.zrem(keys.nodes, self._node)
         await self._client.delete(index)
