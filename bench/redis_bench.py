@@ -52,8 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fullduplex import App
-from fullduplex.hub import RoomHandler
+from fullduplex import App, RoomHandler
 
 ROOM = "bench"
 

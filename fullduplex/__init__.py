@@ -26,6 +26,7 @@ _EXPORTS = {
     "authenticated": ".server",
     "WebSocketHandler": ".server.websocket",
     "WebSocketClosedError": ".server.websocket",
+    "RoomHandler": ".server.rooms",
     "WebSocket": ".endpoint",
     "WebsocketConsumer": ".consumers",
     "AsyncWebsocketConsumer": ".consumers",
@@ -117,6 +118,9 @@ if TYPE_CHECKING:
     )
     from .server import (
         authenticated as authenticated,
+    )
+    from .server.rooms import (
+        RoomHandler as RoomHandler,
     )
     from .server.websocket import (
         WebSocketClosedError as WebSocketClosedError,

@@ -48,10 +48,10 @@ from urllib.parse import quote, urlsplit
 
 from .endpoint import WebSocket
 from .engine import Message
-from .hub.rooms import RoomHandler
 from .protocol.http11 import reason_phrase
 from .protocol.limits import Limits
 from .server import App, HTTPError, RequestHandler
+from .server.rooms import RoomHandler
 from .server.websocket import WebSocketHandler
 
 __all__ = [

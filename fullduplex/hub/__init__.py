@@ -2,13 +2,15 @@
 
 ``from fullduplex.hub import broadcast`` is the low-level fan-out;
 :class:`MemoryHub` (default) and the Redis backend implement :class:`Hub`;
-:class:`RoomHandler` speaks the rooms wire protocol to browsers and programs.
+:mod:`fullduplex.hub.wire` builds the rooms wire protocol, which
+:class:`fullduplex.RoomHandler` (in :mod:`fullduplex.server.rooms`) speaks to browsers
+and programs. The hub never imports the server: it talks to connections only.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .base import (
     POLICIES,
@@ -28,9 +30,6 @@ from .memory import MemoryHub
 # Publishing from outside a server (Django, Flask, cron); redis is imported on first call.
 from .publish import publish, publish_sync
 
-if TYPE_CHECKING:
-    from .rooms import RoomHandler
-
 __all__ = [
     "POLICIES",
     "Entry",
@@ -42,7 +41,6 @@ __all__ = [
     "MemoryHub",
     "Policy",
     "Receiver",
-    "RoomHandler",
     "RoomOptions",
     "broadcast",
     "create_hub",
@@ -69,11 +67,3 @@ def create_hub(setting: Hub | str | None = None, **options: Any) -> Hub:
         return hub
     raise ValueError(f"hub setting must be a Hub, 'memory' or a redis:// URL, not {setting!r}")
 
-
-def __getattr__(name: str) -> Any:
-    # RoomHandler pulls in the HTTP server; the server imports the hub for App.hub.
-    if name == "RoomHandler":
-        from .rooms import RoomHandler
-
-        return RoomHandler
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -225,7 +225,7 @@ class HubUnavailable(FullDuplexError):
 
     Raised instead of losing a message silently. The hub reconnects by itself (with
     backoff); clients recover what they missed with ``since`` once it is back.
-    :class:`~fullduplex.hub.rooms.RoomHandler` closes a joining connection with 1013
+    :class:`~fullduplex.server.rooms.RoomHandler` closes a joining connection with 1013
     and answers a publish with an ``error``.
     """
 

@@ -5,6 +5,7 @@ The public surface, listed once::
     App, Server, DEFAULT_SETTINGS                      application object, listening server
     RequestHandler, StaticFileHandler, ErrorHandler    handlers
     WebSocketHandler, WebSocketClosedError             WebSocket handlers (server.websocket)
+    RoomHandler                                        the rooms protocol (server.rooms)
     HTTPError, MissingArgumentError, authenticated     errors and the login decorator
     HTTPRequest, HTTPConnection, StreamClosedError     the request, its connection
     HTTPResponder                                      what handlers need from a connection
@@ -28,6 +29,7 @@ from .web import (
     create_signed_value,
     decode_signed_value,
 )
+from .rooms import RoomHandler
 from .websocket import WebSocketClosedError, WebSocketHandler
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "Match",
     "MissingArgumentError",
     "RequestHandler",
+    "RoomHandler",
     "Route",
     "RouteSpec",
     "Router",

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 
-from fullduplex import App
-from fullduplex.hub import RoomHandler
+from fullduplex import App, RoomHandler
 from fullduplex.server.web import RequestHandler
 
 NODE = os.environ.get("FULLDUPLEX_NODE_ID", "node")

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
+from fullduplex import RoomHandler
 from fullduplex.hub import MemoryHub
-from fullduplex.hub.rooms import RoomHandler
 from fullduplex.protocol.connection import Connection, Role
 from fullduplex.protocol.events import CloseReceived, TextMessage
 from fullduplex.protocol.frames import OP_TEXT, encode_frame

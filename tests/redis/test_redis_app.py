@@ -17,9 +17,9 @@ from helpers import room_join as join
 from helpers import room_recv as recv
 from helpers import room_send as send
 
+from fullduplex import RoomHandler
 from fullduplex.client import WebSocketClientConnection, websocket_connect
 from fullduplex.hub.redis import RedisHub
-from fullduplex.hub.rooms import RoomHandler
 from fullduplex.server.app import App
 
 pytestmark = pytest.mark.redis

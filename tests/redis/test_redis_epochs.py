@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from fullduplex import RoomHandler
 from fullduplex.client import websocket_connect
-from fullduplex.hub import HubUnavailable, publish, rooms
+from fullduplex.hub import HubUnavailable, publish
 from fullduplex.hub.redis import RedisHub
-from fullduplex.hub.rooms import RoomHandler
+from fullduplex.server import rooms
 from fullduplex.server.app import App
 
 pytestmark = pytest.mark.redis

@@ -26,7 +26,7 @@ from fullduplex import websocket_connect
 APP = """
 import os
 from fullduplex import App
-from fullduplex.hub import RoomHandler
+from fullduplex import RoomHandler
 
 
 class Rooms(RoomHandler):

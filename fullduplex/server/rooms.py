@@ -26,10 +26,10 @@ from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 from ..engine import Message
+from ..hub.base import Hub, HubUnavailable
+from ..hub.wire import ErrorCode, error_envelope, joined_envelope, left_envelope
 from ..protocol.errors import ConnectionClosed
-from ..server.websocket import WebSocketHandler
-from .base import Hub, HubUnavailable
-from .wire import ErrorCode, error_envelope, joined_envelope, left_envelope
+from .websocket import WebSocketHandler
 
 __all__ = ["RoomHandler"]
 
@@ -261,18 +261,18 @@ class RoomHandler(WebSocketHandler):
     # ------------------------------------------------------------ output
 
     def _reply(self, text: str) -> None:
-        engine = self.engine
-        if engine is None or self._gone:
+        connection = self.connection
+        if connection is None or self._gone:
             return
         with contextlib.suppress(ConnectionClosed):
-            engine.send(text)
+            connection.send(text)
 
     async def _drain(self) -> None:
         """Stop reading requests while our replies are not being read."""
-        engine = self.engine
-        if engine is not None and engine.write_paused:
+        connection = self.connection
+        if connection is not None and connection.write_paused:
             with contextlib.suppress(ConnectionClosed):
-                await engine.drain()
+                await connection.drain()
 
     # ------------------------------------------------------------ closing
 
