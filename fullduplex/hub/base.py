@@ -32,6 +32,8 @@ from ..protocol.errors import FullDuplexError
 from ..transports.base import DEFAULT_MAX_PENDING, Broadcast, BroadcastReceiver
 
 __all__ = [
+    "DEFAULT_DEDUP_WINDOW",
+    "DEFAULT_HISTORY_BYTES",
     "DEFAULT_MAX_PENDING",
     "POLICIES",
     "Broadcast",
@@ -41,6 +43,7 @@ __all__ = [
     "HubClosed",
     "HubUnavailable",
     "JoinResult",
+    "OutcomeUnknown",
     "Policy",
     "Receiver",
     "RoomOptions",
@@ -62,6 +65,11 @@ POLICIES: Final = frozenset(("close", "drop_oldest", "latest"))
 
 #: Messages kept per room for late joiners and reconnects.
 DEFAULT_HISTORY_SIZE: Final = 100
+#: Bytes of message data (UTF-8 JSON) kept per room: with the envelope around them, a
+#: join's replay stays under a client's default 1 MiB message limit.
+DEFAULT_HISTORY_BYTES: Final = 512 * 1024
+#: Publish ids remembered per room, to drop a retried publish that already went out.
+DEFAULT_DEDUP_WINDOW: Final = 256
 
 #: Random bytes in a room epoch (shown as twice as many hex digits).
 EPOCH_BYTES: Final = 6
@@ -201,6 +209,9 @@ class RoomOptions:
     max_pending: int = DEFAULT_MAX_PENDING
     #: Messages kept for replay (0: none; joins with ``since`` then report a gap).
     history_size: int = DEFAULT_HISTORY_SIZE
+    #: Bytes of data kept for replay; the oldest messages go first. A message larger
+    #: than this is delivered but not kept (later joins see it as a gap).
+    history_bytes: int = DEFAULT_HISTORY_BYTES
     #: Send presence join/leave events to the room (each is O(members) to deliver;
     #: very large rooms may turn them off and poll :meth:`Hub.presence` instead).
     presence: bool = True
@@ -211,6 +222,8 @@ class RoomOptions:
             raise ValueError("max_pending must be at least 1")
         if self.history_size < 0:
             raise ValueError("history_size must be 0 or more")
+        if self.history_bytes < 0:
+            raise ValueError("history_bytes must be 0 or more")
 
 
 # ----------------------------------------------------------------- interface
@@ -227,6 +240,15 @@ class HubUnavailable(FullDuplexError):
     backoff); clients recover what they missed with ``since`` once it is back.
     :class:`~fullduplex.server.rooms.RoomHandler` closes a joining connection with 1013
     and answers a publish with an ``error``.
+    """
+
+
+class OutcomeUnknown(HubUnavailable):
+    """The backend stopped answering while a publish was under way: the message may
+    or may not have been stored and delivered.
+
+    Publishing again with the same ``id`` is safe: a hub drops a publish whose id it
+    has seen in the room within its dedup window (and returns the first offset).
     """
 
 
@@ -249,11 +271,21 @@ class Hub(abc.ABC):
         policy: Policy = "close",
         max_pending: int = DEFAULT_MAX_PENDING,
         presence: bool = True,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
     ) -> None:
         #: Options of rooms that have none of their own.
         self.default_options = RoomOptions(
-            policy=policy, max_pending=max_pending, history_size=history_size, presence=presence
+            policy=policy,
+            max_pending=max_pending,
+            history_size=history_size,
+            presence=presence,
+            history_bytes=history_bytes,
         )
+        if dedup_window < 0:
+            raise ValueError("dedup_window must be 0 or more")
+        #: Publish ids remembered per room (0: no deduplication).
+        self.dedup_window = dedup_window
         self._room_options: dict[str, RoomOptions] = {}
         self._closed = False
 
@@ -276,6 +308,7 @@ class Hub(abc.ABC):
         max_pending: int | None = None,
         history_size: int | None = None,
         presence: bool | None = None,
+        history_bytes: int | None = None,
     ) -> RoomOptions:
         """Override some options for one room (the rest stay as they are); returns them.
 
@@ -287,6 +320,7 @@ class Hub(abc.ABC):
             max_pending=current.max_pending if max_pending is None else max_pending,
             history_size=current.history_size if history_size is None else history_size,
             presence=current.presence if presence is None else presence,
+            history_bytes=current.history_bytes if history_bytes is None else history_bytes,
         )
         self._room_options[room] = options
         self._options_changed(room, options)
@@ -340,12 +374,17 @@ class Hub(abc.ABC):
         *,
         exclude: Receiver | Collection[Receiver] | None = None,
         store: bool = True,
+        id: str | None = None,
     ) -> int:
         """Deliver JSON-able ``data`` to the members of ``room``; returns its offset.
 
         ``exclude`` skips members (e.g. the sender). ``store=False`` sends an ephemeral
         message (typing indicators…): no offset (0 is returned, ``null`` on the wire)
-        and no history. Raises TypeError/ValueError if ``data`` is not JSON-able.
+        and no history. ``id``: the publisher's id for this message; a publish whose
+        id the room has seen among its last ``dedup_window`` ids is not sent again
+        (the first one's offset is returned). Raises TypeError/ValueError if ``data``
+        is not JSON-able, :class:`HubUnavailable` if nothing was sent and
+        :class:`OutcomeUnknown` if the backend failed mid-publish.
         """
 
     @abc.abstractmethod

@@ -11,8 +11,9 @@ one step), like Channels' ``group_send``::
 
 Both need the ``redis`` package (``pip install fullduplex[redis]``); it is imported on
 first use, so importing :mod:`fullduplex.hub` does not need it. Keyword options
-(``prefix``, ``channel_prefix``, ``history_size``, ``history_max_age``, ``room_ttl``)
-must match the servers' :class:`~fullduplex.hub.redis.RedisHub` options.
+(``prefix``, ``channel_prefix``, ``history_size``, ``history_bytes``,
+``history_max_age``, ``room_ttl``, ``dedup_window``) must match the servers'
+:class:`~fullduplex.hub.redis.RedisHub` options.
 :class:`Publisher` keeps one connection pool for many publishes.
 
 What the servers and the outside publishers must agree on (key names, the publish
@@ -26,7 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .base import DEFAULT_HISTORY_SIZE, HubUnavailable
+from .base import DEFAULT_DEDUP_WINDOW, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE, HubUnavailable
 from .redis.keyspace import DEFAULT_PREFIX, DEFAULT_ROOM_TTL, Keyspace
 from .redis.scripts import publish_call, source
 from .wire import dumps
@@ -69,6 +70,8 @@ class Publisher:
         room_ttl: float | None = DEFAULT_ROOM_TTL,
         socket_timeout: float = 5.0,
         max_connections: int = 16,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
     ) -> None:
         import asyncio
 
@@ -82,6 +85,8 @@ class Publisher:
         self.history_size = history_size
         self.history_max_age = history_max_age
         self.room_ttl = room_ttl
+        self.history_bytes = history_bytes
+        self.dedup_window = dedup_window
         # No automatic retry: a publish whose reply was lost must not run twice.
         self._client = redis.asyncio.Redis.from_url(
             redis_url,
@@ -94,8 +99,13 @@ class Publisher:
         # Publishes beyond max_connections wait for a connection instead of failing.
         self._slots = asyncio.Semaphore(max_connections)
 
-    async def publish(self, room: str, message: Any, *, store: bool = True) -> int:
-        """Send JSON-able ``message`` to ``room``; returns its offset (0 if not stored)."""
+    async def publish(
+        self, room: str, message: Any, *, store: bool = True, id: str | None = None
+    ) -> int:
+        """Send JSON-able ``message`` to ``room``; returns its offset (0 if not stored).
+
+        ``id``: a retry with the same id (after an ambiguous failure) is not sent twice.
+        """
         keys, args = publish_call(
             self.keys,
             room,
@@ -104,10 +114,13 @@ class Publisher:
             history_size=self.history_size,
             history_max_age=self.history_max_age,
             room_ttl=self.room_ttl,
+            history_bytes=self.history_bytes,
+            id=id,
+            dedup_window=self.dedup_window,
         )
         try:
             async with self._slots:
-                _, offset, _ = await self._script(keys=keys, args=args)
+                offset = (await self._script(keys=keys, args=args))[1]
         except _connection_errors() as exc:
             raise HubUnavailable(f"cannot publish to {room!r}: redis unavailable ({exc})") from exc
         return int(offset)
@@ -131,8 +144,9 @@ async def publish(redis_url: str, room: str, message: Any, **options: Any) -> in
     cannot be reached, TypeError/ValueError when ``message`` is not JSON.
     """
     store = options.pop("store", True)
+    id = options.pop("id", None)
     async with Publisher(redis_url, **options) as publisher:
-        return await publisher.publish(room, message, store=store)
+        return await publisher.publish(room, message, store=store, id=id)
 
 
 _sync_clients: dict[str, Any] = {}
@@ -156,6 +170,9 @@ def publish_sync(redis_url: str, room: str, message: Any, **options: Any) -> int
         raise ValueError("history_size must be 0 or more")
     history_max_age = options.pop("history_max_age", None)
     room_ttl = options.pop("room_ttl", DEFAULT_ROOM_TTL)
+    history_bytes = options.pop("history_bytes", DEFAULT_HISTORY_BYTES)
+    dedup_window = options.pop("dedup_window", DEFAULT_DEDUP_WINDOW)
+    id = options.pop("id", None)
     if options:
         raise TypeError(f"unexpected options: {', '.join(sorted(options))}")
     data = dumps(message).encode("utf-8")
@@ -178,9 +195,12 @@ def publish_sync(redis_url: str, room: str, message: Any, **options: Any) -> int
         history_size=history_size,
         history_max_age=history_max_age,
         room_ttl=room_ttl,
+        history_bytes=history_bytes,
+        id=id,
+        dedup_window=dedup_window,
     )
     try:
-        _, offset, _ = script(keys=script_keys, args=args)
+        offset = script(keys=script_keys, args=args)[1]
     except _connection_errors() as exc:
         raise HubUnavailable(f"cannot publish to {room!r}: redis unavailable ({exc})") from exc
     return int(offset)

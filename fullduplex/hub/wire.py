@@ -13,6 +13,8 @@ import enum
 import json
 from typing import TYPE_CHECKING, Any, Final
 
+from .base import Gap
+
 if TYPE_CHECKING:
     from .base import JoinResult
 
@@ -28,6 +30,8 @@ __all__ = [
     "message_envelope",
     "message_prefix",
     "presence_envelope",
+    "published_envelope",
+    "utf8_size",
 ]
 
 #: Version of the rooms protocol, sent as ``"v"`` in every ``joined`` reply.
@@ -54,6 +58,11 @@ def dumps(data: Any) -> str:
     return text
 
 
+def utf8_size(text: str) -> int:
+    """Bytes of ``text`` as UTF-8 (what :func:`dumps` output weighs on the wire)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 class ErrorCode(enum.Enum):
     """Why a request was refused; ``retryable``: the same request may succeed later."""
 
@@ -67,6 +76,9 @@ class ErrorCode(enum.Enum):
     NOT_JOINED = ("not_joined", False)
     #: The hub's shared backend cannot be reached; nothing was done.
     HUB_UNAVAILABLE = ("hub_unavailable", True)
+    #: The backend stopped answering mid-publish: the message may or may not have
+    #: gone out. Retry with the same ``id`` (a duplicate is then dropped).
+    UNKNOWN_OUTCOME = ("unknown_outcome", True)
 
     def __init__(self, code: str, retryable: bool) -> None:
         self.code = code
@@ -131,26 +143,72 @@ def message_bytes(prefix: bytes, offset: int | None, epoch: bytes, data_json: by
     return b"".join((prefix, tail, b',"data":', data_json, b"}"))
 
 
-def presence_envelope(room: str, event: str, user: str, members: list[str]) -> str:
-    """``{"op":"presence",...}``: ``event`` is ``"join"`` or ``"leave"``."""
-    return (
-        f'{{"op":"presence","room":{dumps(room)},"event":"{event}",'
-        f'"user":{dumps(user)},"members":{dumps(members)}}}'
-    )
+def presence_envelope(room: str, event: str, user: str) -> str:
+    """``{"op":"presence",...}``: ``user``'s ``"join"`` or ``"leave"`` (a change only:
+    the full member list goes once, in ``joined``; clients keep it up to date)."""
+    return f'{{"op":"presence","room":{dumps(room)},"event":"{event}","user":{dumps(user)}}}'
 
 
-def joined_envelope(room: str, result: JoinResult) -> str:
-    """The ``joined`` reply; history data is spliced in as stored (no re-encoding)."""
-    history = ",".join(f'{{"offset":{e.offset},"data":{e.encoded}}}' for e in result.history)
+#: Overhead of one history entry in ``joined`` around its data (``{"offset":N,"data":}``).
+_ENTRY_OVERHEAD: Final = 32
+
+
+def joined_envelope(
+    room: str,
+    result: JoinResult,
+    *,
+    resume: bool = False,
+    max_history_bytes: int | None = None,
+    max_members_bytes: int | None = None,
+) -> str:
+    """The ``joined`` reply; history data is spliced in as stored (no re-encoding).
+
+    The reply is capped so that a client with default limits can always read it: at
+    most ``max_history_bytes`` of history (the newest messages; the older ones left
+    out are reported in ``gap`` when the client asked to ``resume`` from an offset)
+    and at most ``max_members_bytes`` of member names (then ``members_truncated``).
+    """
+    entries = result.history
     gap = result.gap
+    if max_history_bytes is not None and entries:
+        budget = max_history_bytes
+        keep = len(entries)
+        for entry in reversed(entries):
+            budget -= utf8_size(entry.encoded) + _ENTRY_OVERHEAD
+            if budget < 0:
+                break
+            keep -= 1
+        if keep:  # the ``keep`` oldest entries do not fit
+            first = entries[keep].offset if keep < len(entries) else result.offset + 1
+            if resume:
+                start = gap.first if gap is not None else entries[0].offset
+                gap = Gap(start, first - 1)
+            entries = entries[keep:]
+    history = ",".join(f'{{"offset":{e.offset},"data":{e.encoded}}}' for e in entries)
     gap_json = "null" if gap is None else f'{{"from":{gap.first},"to":{gap.last}}}'
     reset = ',"reset":true' if result.reset else ""
     epoch = f',"epoch":{dumps(result.epoch)}' if result.epoch else ""
+    members = result.members
+    truncated = ""
+    if max_members_bytes is not None:
+        budget = max_members_bytes
+        for count, name in enumerate(members):
+            budget -= utf8_size(name) + 3  # quotes and comma
+            if budget < 0:
+                members = members[:count]
+                truncated = f',"members_truncated":true,"members_count":{len(result.members)}'
+                break
     return (
         f'{{"op":"joined","v":{PROTOCOL_VERSION},"room":{dumps(room)},"offset":{result.offset}'
-        f'{epoch},"members":{dumps(result.members)},"history":[{history}],'
+        f'{epoch},"members":{dumps(members)}{truncated},"history":[{history}],'
         f'"gap":{gap_json}{reset}}}'
     )
+
+
+def published_envelope(room: str, id: str, offset: int) -> str:
+    """``{"op":"published",...}``: the answer to a publish that carried an ``id``
+    (``offset`` 0: an ephemeral message; a retried id gets its first offset)."""
+    return f'{{"op":"published","room":{dumps(room)},"id":{dumps(id)},"offset":{offset}}}'
 
 
 def left_envelope(room: str) -> str:

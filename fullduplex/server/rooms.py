@@ -26,8 +26,14 @@ from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 from ..engine import Message
-from ..hub.base import Hub, HubUnavailable
-from ..hub.wire import ErrorCode, error_envelope, joined_envelope, left_envelope
+from ..hub.base import Hub, HubUnavailable, OutcomeUnknown
+from ..hub.wire import (
+    ErrorCode,
+    error_envelope,
+    joined_envelope,
+    left_envelope,
+    published_envelope,
+)
 from ..protocol.errors import ConnectionClosed
 from .websocket import WebSocketHandler
 
@@ -41,6 +47,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TRY_AGAIN_LATER = 1013
 #: Longest ``epoch`` a join may carry (the server's are 12 hex digits).
 MAX_EPOCH_LENGTH = 64
+#: Longest publish ``id`` (the hub remembers recent ids per room to drop retries).
+MAX_ID_LENGTH = 64
 #: Seconds between two warnings about refused requests (the rest are counted).
 _UNAVAILABLE_LOG_INTERVAL = 5.0
 
@@ -96,6 +104,13 @@ class RoomHandler(WebSocketHandler):
     max_errors: ClassVar[int] = 10
     #: Whether a publisher receives its own message (with its offset, as an ack).
     echo_publish: ClassVar[bool] = True
+    #: Bytes of history one ``joined`` reply carries at most (the newest messages; the
+    #: older ones are reported as a gap to a client that resumes with ``since``).
+    max_join_history_bytes: ClassVar[int] = 512 * 1024
+    #: Bytes of member names one ``joined`` reply lists at most (then it says
+    #: ``members_truncated``). Together with the history: under a client's default
+    #: 1 MiB message limit.
+    max_join_members_bytes: ClassVar[int] = 128 * 1024
 
     _rooms: set[str] | None = None
     _user: str | None = None
@@ -224,7 +239,15 @@ class RoomHandler(WebSocketHandler):
         if self._gone:  # closed while joining: leave_all already ran
             await hub.leave(room, self)
             return
-        self._reply(joined_envelope(room, result))
+        self._reply(
+            joined_envelope(
+                room,
+                result,
+                resume=since is not None,
+                max_history_bytes=self.max_join_history_bytes,
+                max_members_bytes=self.max_join_members_bytes,
+            )
+        )
 
     async def _leave(self, request: dict[str, Any]) -> None:
         room = self._room_name(request)
@@ -242,11 +265,31 @@ class RoomHandler(WebSocketHandler):
         data = request.get("data")
         if data is None:  # null is how transform() drops a message: never data
             raise _Refused("missing data", room)
+        id = request.get("id")
+        if id is not None and (
+            not isinstance(id, str) or not 0 < len(id) <= MAX_ID_LENGTH or _CONTROL.search(id)
+        ):
+            raise _Refused(f"id must be a string of 1 to {MAX_ID_LENGTH} characters", room)
         data = await self.transform(room, data)
         if data is None:
             return
         try:
-            await self.hub.publish(room, data, exclude=None if self.echo_publish else self)
+            offset = await self.hub.publish(
+                room, data, exclude=None if self.echo_publish else self, id=id
+            )
+        except OutcomeUnknown as exc:
+            # Stored and delivered, or not: only a retry with the same id settles it.
+            _UnavailableLog.warn(f"publish to {room!r}", exc)
+            self._reply(
+                error_envelope(
+                    ErrorCode.UNKNOWN_OUTCOME,
+                    "unknown outcome: the message may have been sent; retry with the same id",
+                    room,
+                    "publish",
+                    id,
+                )
+            )
+            return
         except HubUnavailable as exc:
             _UnavailableLog.warn(f"publish to {room!r}", exc)
             self._reply(
@@ -255,8 +298,12 @@ class RoomHandler(WebSocketHandler):
                     "hub unavailable: message not sent",
                     room,
                     "publish",
+                    id,
                 )
             )
+            return
+        if id is not None:
+            self._reply(published_envelope(room, id, offset))
 
     # ------------------------------------------------------------ output
 

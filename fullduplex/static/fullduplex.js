@@ -582,7 +582,7 @@
       return this.#name;
     }
 
-    /** Users online in the room, as of the last joined/presence frame. @type {string[]} */
+    /** Users online in the room: the list in `joined`, kept up to date by presence changes. @type {string[]} */
     get members() {
       return this.#members.slice();
     }
@@ -643,7 +643,7 @@
           if (typeof frame.offset === "number") this.#newEpoch(frame.epoch, frame.offset);
           return this.#deliver(frame.offset, frame.data, false);
         case "presence":
-          this.#members = Array.isArray(frame.members) ? frame.members : this.#members;
+          this.#presence(frame);
           return this.dispatchEvent(custom("presence", { event: frame.event, user: frame.user, members: this.members }));
         case "error":
           // A join refused for good (forbidden, bad request…): forget the room rather
@@ -668,7 +668,7 @@
       if (reset) this.#lastOffset = 0;
       if (typeof frame.epoch === "string") this.#epoch = frame.epoch;
       this.#state = "joined";
-      this.#members = Array.isArray(frame.members) ? frame.members : [];
+      this.#members = Array.isArray(frame.members) ? frame.members.slice() : [];
       const gap = frame.gap || null;
       this.dispatchEvent(custom("joined", { members: this.members, offset: offset, epoch: this.#epoch, gap: gap, reset: reset, resumed: resumed }));
       if (gap) {
@@ -677,6 +677,31 @@
       }
       for (const entry of frame.history || []) this.#deliver(entry.offset, entry.data, true);
       if (offset !== null && (this.#lastOffset === null || offset > this.#lastOffset)) this.#lastOffset = offset;
+    }
+
+    /**
+     * Apply a presence change to the member list. The server sends the full list once,
+     * in `joined`, then only who joined or left; a frame that carries `members` (older
+     * servers) replaces the list.
+     */
+    #presence(frame) {
+      if (Array.isArray(frame.members)) {
+        this.#members = frame.members;
+        return;
+      }
+      const user = frame.user;
+      if (typeof user !== "string") return;
+      const members = this.#members;
+      let low = 0;
+      let high = members.length;
+      while (low < high) {
+        const mid = (low + high) >>> 1;
+        if (members[mid] < user) low = mid + 1;
+        else high = mid;
+      }
+      const present = members[low] === user;
+      if (frame.event === "join" && !present) members.splice(low, 0, user);
+      else if (frame.event === "leave" && present) members.splice(low, 1);
     }
 
     /**

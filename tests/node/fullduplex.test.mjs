@@ -108,13 +108,13 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
         if (reset) frame.reset = true;
         send(ws, frame);
         for (const other of r.members.keys()) {
-          if (other !== ws) send(other, { op: "presence", room: req.room, event: "join", user, members: members(r) });
+          if (other !== ws) send(other, { op: "presence", room: req.room, event: "join", user });
         }
       } else if (req.op === "leave") {
         const r = room(req.room);
         r.members.delete(ws);
         send(ws, { op: "left", room: req.room });
-        for (const other of r.members.keys()) send(other, { op: "presence", room: req.room, event: "leave", user, members: members(r) });
+        for (const other of r.members.keys()) send(other, { op: "presence", room: req.room, event: "leave", user });
       } else if (req.op === "publish") {
         if (!room(req.room).members.has(ws)) return send(ws, { op: "error", code: "not_joined", retryable: false, reason: "not joined", room: req.room, request: "publish" });
         publish(req.room, req.data);
@@ -704,6 +704,31 @@ describe("rooms", T, () => {
     await back;
     await sleep(30);
     assert.equal(s.received.filter((m) => m.includes('"join"')).length, 3); // a twice, b once
+  });
+
+  test("the member list is kept from presence changes, sorted, each user once", async () => {
+    const s = await server();
+    const a = connect(s.url);
+    const lobby = a.join("lobby");
+    await next(lobby, "joined");
+    assert.deepEqual(lobby.members, ["u1"]);
+    const changes = [
+      [{ event: "join", user: "zed" }, ["u1", "zed"]],
+      [{ event: "join", user: "ann" }, ["ann", "u1", "zed"]],
+      [{ event: "join", user: "ann" }, ["ann", "u1", "zed"]], // already listed
+      [{ event: "leave", user: "nobody" }, ["ann", "u1", "zed"]], // not listed
+      [{ event: "leave", user: "u1" }, ["ann", "zed"]],
+      [{ event: "join", user: "bob", members: ["bob"] }, ["bob"]], // a full list replaces
+    ];
+    for (const [change, members] of changes) {
+      const got = next(lobby, "presence");
+      s.raw(Object.assign({ op: "presence", room: "lobby" }, change));
+      const detail = (await got).detail;
+      assert.deepEqual(detail, { event: change.event, user: change.user, members });
+      assert.deepEqual(lobby.members, members);
+    }
+    lobby.members.push("mutation"); // a copy: the room's list is not changed
+    assert.deepEqual(lobby.members, ["bob"]);
   });
 
   test("a refused join surfaces an error and the room is forgotten", async () => {

@@ -43,6 +43,8 @@ from redis.backoff import NoBackoff
 
 from ...protocol.frames import OP_TEXT, encode_frame
 from ..base import (
+    DEFAULT_DEDUP_WINDOW,
+    DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_SIZE,
     DEFAULT_MAX_PENDING,
     Entry,
@@ -51,6 +53,7 @@ from ..base import (
     HubClosed,
     HubUnavailable,
     JoinResult,
+    OutcomeUnknown,
     Policy,
     Receiver,
     RoomOptions,
@@ -164,9 +167,16 @@ class RedisHub(Hub):
         reconnect_max: float = 5.0,
         max_connections: int = 32,
         node_id: str | None = None,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
     ) -> None:
         super().__init__(
-            history_size=history_size, policy=policy, max_pending=max_pending, presence=presence
+            history_size=history_size,
+            policy=policy,
+            max_pending=max_pending,
+            presence=presence,
+            history_bytes=history_bytes,
+            dedup_window=dedup_window,
         )
         if presence_ttl <= 0:
             raise ValueError("presence_ttl must be positive")
@@ -258,11 +268,16 @@ class RedisHub(Hub):
         if r is not None:
             r.options = options
 
-    def _unavailable(self, what: str, exc: BaseException | None = None) -> HubUnavailable:
+    def _unavailable(
+        self,
+        what: str,
+        exc: BaseException | None = None,
+        error: type[HubUnavailable] = HubUnavailable,
+    ) -> HubUnavailable:
         loop = asyncio.get_running_loop()
         down = "" if self._down_since is None else f" for {loop.time() - self._down_since:.1f} s"
         cause = f": {exc}" if exc is not None else ""
-        return HubUnavailable(f"{what}: redis at {_safe_url(self.url)} unavailable{down}{cause}")
+        return error(f"{what}: redis at {_safe_url(self.url)} unavailable{down}{cause}")
 
     async def _ensure_up(self, what: str) -> None:
         """Start the connection on first use; raise HubUnavailable while Redis is down."""
@@ -298,10 +313,18 @@ class RedisHub(Hub):
             raise self._unavailable(what)
 
     async def _call(
-        self, name: str, keys: list[bytes], args: Iterable[Any], what: str, *, refused: bool = True
+        self,
+        name: str,
+        keys: list[bytes],
+        args: Iterable[Any],
+        what: str,
+        *,
+        refused: bool = True,
+        error: type[HubUnavailable] = HubUnavailable,
     ) -> Any:
-        """Run one script; connection trouble becomes HubUnavailable (and an outage).
-        ``refused``: count a failure in ``stats.refused`` (an application's call)."""
+        """Run one script; connection trouble becomes ``error`` (and an outage).
+        ``refused``: count a failure in ``stats.refused`` (an application's call);
+        ``error``: :class:`OutcomeUnknown` for a script that may have run anyway."""
         assert self._slots is not None
         try:
             async with self._slots:
@@ -310,7 +333,7 @@ class RedisHub(Hub):
             if refused:
                 self.stats.refused += 1
             self._lost(exc)
-            raise self._unavailable(what, exc) from exc
+            raise self._unavailable(what, exc, error) from exc
 
     # -------------------------------------------------------- operations
 
@@ -482,6 +505,7 @@ class RedisHub(Hub):
         *,
         exclude: Receiver | Collection[Receiver] | None = None,
         store: bool = True,
+        id: str | None = None,
     ) -> int:
         self._check_open()
         encoded = dumps(data).encode("utf-8")
@@ -503,12 +527,18 @@ class RedisHub(Hub):
             history_size=options.history_size,
             history_max_age=self.history_max_age,
             room_ttl=self.room_ttl,
+            history_bytes=options.history_bytes,
+            id=id,
+            dedup_window=self.dedup_window,
         )
         try:
-            seq, offset, _ = await self._call("publish", keys, args, f"cannot publish to {room!r}")
-            if r is not None and offset:
+            # Sent, then no answer: it may have run (stored, delivered) or not.
+            seq, offset, _, _ = await self._call(
+                "publish", keys, args, f"cannot publish to {room!r}", error=OutcomeUnknown
+            )
+            if r is not None and offset and seq:
                 r.issued = max(r.issued, (int(seq), int(offset)))
-            if r is not None and not r.gone and r.seq < seq and r.members:
+            if seq and r is not None and not r.gone and r.seq < seq and r.members:
                 # Read-your-writes: local members have it when publish() returns.
                 await self._wait_seq(r, int(seq))
         finally:
@@ -896,9 +926,7 @@ class RedisHub(Hub):
             changed = (ev.user in r.known) != (ev.event == "join")
             r.known = ev.members
             if r.options.presence and changed:
-                self._deliver_presence(
-                    r, seq, presence_envelope(r.name, ev.event, ev.user, ev.members)
-                )
+                self._deliver_presence(r, seq, presence_envelope(r.name, ev.event, ev.user))
         r.remember(ev)
         if r.starts:
             for member in [m for m, start in r.starts.items() if start <= seq]:

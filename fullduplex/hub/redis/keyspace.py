@@ -51,8 +51,9 @@ class Keyspace:
     Per room: ``{prefix}r:{room}:meta`` (hash: ``seq`` counts every event sent to the
     room, ``off`` the stored messages, ``ep`` the room's epoch, made with ``off``),
     ``{prefix}r:{room}:log`` (stream of the kept messages: fields ``o`` offset, ``s``
-    seq, ``d`` data JSON) and ``{prefix}r:{room}:pres`` (sorted set of
-    ``<len>:<user><node>`` presence entries). Per node:
+    seq, ``d`` data JSON; ``hb`` in meta counts the bytes of their data),
+    ``{prefix}r:{room}:ids`` (sorted set: recent publish ids, scored by offset) and
+    ``{prefix}r:{room}:pres`` (sorted set of ``<len>:<user><node>`` presence entries). Per node:
     ``{prefix}n:{node}:rooms`` (rooms where it has presence entries). Shared:
     ``{prefix}nodes`` (node -> heartbeat expiry in ms), ``{prefix}epoch``. Channels:
     ``{channel_prefix}{room}`` per room, ``{prefix}broadcast`` for ``publish_all``.
@@ -76,6 +77,9 @@ class Keyspace:
 
     def log(self, room: str) -> bytes:
         return self._p + b"r:" + encode(room) + b":log"
+
+    def ids(self, room: str) -> bytes:
+        return self._p + b"r:" + encode(room) + b":ids"
 
     def presence(self, room: str) -> bytes:
         return self._p + b"r:" + encode(room) + b":pres"

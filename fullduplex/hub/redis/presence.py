@@ -101,12 +101,11 @@ class Presence:
         r.known = sorted(after)
         if before == after or not r.options.presence:
             return
-        current = sorted(after)
         deliver = self._hub._deliver_presence
         for user in sorted(before - after):
-            deliver(r, seq, presence_envelope(r.name, "leave", user, current))
+            deliver(r, seq, presence_envelope(r.name, "leave", user))
         for user in sorted(after - before):
-            deliver(r, seq, presence_envelope(r.name, "join", user, current))
+            deliver(r, seq, presence_envelope(r.name, "join", user))
 
     async def reconcile(self) -> None:
         """Make this node's presence entries match its members (after a reconnect, or

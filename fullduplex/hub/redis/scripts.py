@@ -22,8 +22,8 @@ from functools import cache
 from importlib import resources
 from typing import Final
 
-from ..base import DEFAULT_HISTORY_SIZE, new_epoch
-from .keyspace import DEFAULT_ROOM_TTL, Keyspace, millis
+from ..base import DEFAULT_DEDUP_WINDOW, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE, new_epoch
+from .keyspace import DEFAULT_ROOM_TTL, Keyspace, encode, millis
 
 __all__ = ["SCRIPT_NAMES", "publish_call", "source"]
 
@@ -69,10 +69,13 @@ def publish_call(
     history_max_age: float | None = None,
     room_ttl: float | None = DEFAULT_ROOM_TTL,
     epoch: str | None = None,
+    history_bytes: int = DEFAULT_HISTORY_BYTES,
+    id: str | None = None,
+    dedup_window: int = DEFAULT_DEDUP_WINDOW,
 ) -> tuple[list[bytes], list[bytes | int]]:
     """KEYS and ARGV of the ``publish`` script for one message."""
     return (
-        [keys.meta(room), keys.log(room)],
+        [keys.meta(room), keys.log(room), keys.ids(room)],
         [
             keys.channel(room),
             data_json,
@@ -83,5 +86,8 @@ def publish_call(
             millis(history_max_age),
             millis(room_ttl),
             (epoch or new_epoch()).encode("ascii"),
+            b"" if id is None else encode(id),
+            max(dedup_window, 0),
+            max(history_bytes, 0),
         ],
     )
