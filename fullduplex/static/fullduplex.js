@@ -458,6 +458,7 @@
         // falls through
         case "joined":
         case "presence":
+        case "published":
         case "left":
           if (room) room[RECEIVE](frame); // frames of rooms we left are dropped
           return true;
@@ -553,7 +554,8 @@
    * Events (CustomEvent, fields in `detail`): `joined` (members, offset, epoch, gap,
    * reset, resumed) after each join or re-join; `message` (data, offset, history) once
    * per offset, in order; `presence` (event "join"|"leave", user, members); `gap` (from,
-   * to: offsets the server could not replay); `error` (reason, code, retryable).
+   * to: offsets the server could not replay); `published` (id, offset: a publish
+   * with an id was stored, or had been); `error` (reason, code, retryable, id).
    *
    * Offsets count within a room *epoch* (a random id the server gives each life of a
    * room): re-joins send the last offset with its epoch, and a new epoch (the server
@@ -605,13 +607,23 @@
     /**
      * Publish `data`, any JSON value but null, to the room (queued like send() while
      * not open). RoomHandler echoes it back (echo_publish) as a `message` with its offset.
+     * With `options.id` (a string of 1 to 64 characters) the server acknowledges it with
+     * a `published` event and drops a later publish with the same id: after an `error`
+     * whose code is `unknown_outcome`, publish again with the same id.
      * @param {*} data
+     * @param {{id?: string}} [options]
      */
-    publish(data) {
+    publish(data, options) {
       if (this.#state === "left") throw domError(`Not in room '${this.#name}'.`, "InvalidStateError");
       // null is what the server's transform() hook returns to drop a message.
       if (data === undefined || data === null) throw new TypeError("data must be a JSON value other than null");
-      this.#socket.send(JSON.stringify({ op: "publish", room: this.#name, data: data }));
+      const frame = { op: "publish", room: this.#name, data: data };
+      const id = options && options.id;
+      if (id !== undefined && id !== null) {
+        if (typeof id !== "string" || id.length === 0 || id.length > 64) throw new TypeError("id must be a string of 1 to 64 characters");
+        frame.id = id;
+      }
+      this.#socket.send(JSON.stringify(frame));
     }
 
     /** Leave the room; no more events, no re-join after reconnects. */
@@ -642,6 +654,8 @@
         case "message":
           if (typeof frame.offset === "number") this.#newEpoch(frame.epoch, frame.offset);
           return this.#deliver(frame.offset, frame.data, false);
+        case "published":
+          return this.dispatchEvent(custom("published", { id: frame.id, offset: frame.offset }));
         case "presence":
           this.#presence(frame);
           return this.dispatchEvent(custom("presence", { event: frame.event, user: frame.user, members: this.members }));
@@ -731,7 +745,7 @@
     }
   }
 
-  defineHandlers(Room, ["joined", "message", "presence", "gap", "error"]);
+  defineHandlers(Room, ["joined", "message", "presence", "published", "gap", "error"]);
 
   return { FullDuplexSocket: FullDuplexSocket, Room: Room };
 });

@@ -117,7 +117,11 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
         for (const other of r.members.keys()) send(other, { op: "presence", room: req.room, event: "leave", user });
       } else if (req.op === "publish") {
         if (!room(req.room).members.has(ws)) return send(ws, { op: "error", code: "not_joined", retryable: false, reason: "not joined", room: req.room, request: "publish" });
+        if (req.id === "stall") {
+          return send(ws, { op: "error", code: "unknown_outcome", retryable: true, reason: "unknown outcome", room: req.room, request: "publish", id: req.id });
+        }
         publish(req.room, req.data);
+        if (req.id !== undefined) send(ws, { op: "published", room: req.room, id: req.id, offset: room(req.room).offset });
       }
     });
     ws.on("close", () => {
@@ -729,6 +733,24 @@ describe("rooms", T, () => {
     }
     lobby.members.push("mutation"); // a copy: the room's list is not changed
     assert.deepEqual(lobby.members, ["bob"]);
+  });
+
+  test("publish ids: acknowledged by published events; unknown outcome keeps the room", async () => {
+    const s = await server();
+    const socket = connect(s.url);
+    const room = socket.join("lobby");
+    await next(room, "joined");
+    const acked = next(room, "published");
+    room.publish({ text: "hi" }, { id: "m-1" });
+    assert.deepEqual((await acked).detail, { id: "m-1", offset: 1 });
+    assert.ok(s.received.some((m) => JSON.parse(m).id === "m-1"));
+    const error = next(room, "error");
+    room.publish("x", { id: "stall" });
+    assert.deepEqual((await error).detail, { reason: "unknown outcome", code: "unknown_outcome", retryable: true, id: "stall" });
+    assert.equal(room.joined, true);
+    assert.throws(() => room.publish("x", { id: "" }), TypeError);
+    assert.throws(() => room.publish("x", { id: "y".repeat(65) }), TypeError);
+    assert.throws(() => room.publish("x", { id: 5 }), TypeError);
   });
 
   test("a refused join surfaces an error and the room is forgotten", async () => {
