@@ -6,7 +6,9 @@ in ``docs/topics/rooms-protocol.md``. Bad input is answered with an ``error`` (a
 closes the connection by itself; ``max_errors`` errors in a row (valid requests count
 them back down) close it with 1008. When the hub is unavailable (Redis down), a join
 closes the connection with 1013 (the client reconnects with backoff and rejoins with
-``since``) and a publish is answered with the ``hub_unavailable`` error.
+``since``) and a publish is answered with the ``hub_unavailable`` error, or with
+``unknown_outcome`` when the backend stopped answering mid-publish (the client
+publishes again with the same ``id``; the hub drops the duplicate).
 
 Apps subclass :class:`RoomHandler` and override the hooks (``get_user``,
 ``authorize_join``, ``transform``) and limits.
