@@ -279,30 +279,15 @@ class RoomHandler(WebSocketHandler):
             offset = await self.hub.publish(
                 room, data, exclude=None if self.echo_publish else self, id=id
             )
-        except OutcomeUnknown as exc:
-            # Stored and delivered, or not: only a retry with the same id settles it.
-            _UnavailableLog.warn(f"publish to {room!r}", exc)
-            self._reply(
-                error_envelope(
-                    ErrorCode.UNKNOWN_OUTCOME,
-                    "unknown outcome: the message may have been sent; retry with the same id",
-                    room,
-                    "publish",
-                    id,
-                )
-            )
-            return
         except HubUnavailable as exc:
             _UnavailableLog.warn(f"publish to {room!r}", exc)
-            self._reply(
-                error_envelope(
-                    ErrorCode.HUB_UNAVAILABLE,
-                    "hub unavailable: message not sent",
-                    room,
-                    "publish",
-                    id,
-                )
-            )
+            if isinstance(exc, OutcomeUnknown):
+                # Stored and delivered, or not: only a retry with the same id settles it.
+                code = ErrorCode.UNKNOWN_OUTCOME
+                reason = "unknown outcome: the message may have been sent; retry with the same id"
+            else:
+                code, reason = ErrorCode.HUB_UNAVAILABLE, "hub unavailable: message not sent"
+            self._reply(error_envelope(code, reason, room, "publish", id))
             return
         if id is not None:
             self._reply(published_envelope(room, id, offset))

@@ -213,6 +213,7 @@ def test_publish_with_an_id_is_acknowledged_and_a_retry_is_not_delivered_twice(
             assert got[1] == {"op": "published", "room": "r", "id": "bob-1", "offset": 1}
             assert got[2] == got[1]
             await send(bob, op="publish", room="r", data="next")
+            assert (await recv(bob))["offset"] == 2  # no id: the echo is the only answer
             assert (await recv(ann))["data"] == "hi"
             assert (await recv(ann))["data"] == "next"  # "hi" came once
             for bad in (7, "", "x" * 65, "a\nb"):
