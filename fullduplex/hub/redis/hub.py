@@ -79,6 +79,10 @@ from .presence import Presence
 from .scripts import SCRIPT_NAMES, publish_call, source
 from .state import Room, RoomState, Snapshot
 
+# Module-level names for the per-event checks (no class attribute lookup per message).
+_LIVE: Final = RoomState.LIVE
+_NEW: Final = RoomState.NEW
+
 __all__ = ["HubUnavailable", "RedisHub", "RedisHubStats"]
 
 logger = logging.getLogger("fullduplex.hub")
@@ -896,9 +900,10 @@ class RedisHub(Hub):
         if ev is None:
             logger.warning("ignoring an unknown event %r on %r", kind, channel)
             return
-        if r.state is RoomState.LIVE:
+        state = r.state
+        if state is _LIVE:
             self._apply(r, ev)
-        elif r.state is not RoomState.NEW:
+        elif state is not _NEW:
             r.buffer.append(ev)
             if len(r.buffer) > _MAX_BUFFER:
                 r.buffer.clear()
