@@ -30,12 +30,7 @@ PACKAGE_DIR = Path(fullduplex.__file__).resolve().parent
 ROOT = "fullduplex"
 
 #: Known edges the rules tolerate, each with the reason it still exists.
-ALLOWED_EDGES = {
-    # RoomHandler is a server handler class that still lives in the hub package; this
-    # edge goes away when it moves to fullduplex.server with the other handler styles.
-    ("fullduplex.hub.rooms", "fullduplex.server.websocket"),
-    ("fullduplex.hub.rooms", "fullduplex.server"),  # the same import runs server/__init__
-}
+ALLOWED_EDGES: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from .app import DEFAULT_SETTINGS, App, Server
 from .http import HTTPConnection, HTTPRequest, ManagedConnection, StreamClosedError
 from .responder import HTTPResponder
+from .rooms import RoomHandler
 from .routing import Match, Route, Router, RouteSpec
 from .static import StaticFileHandler
 from .web import (
@@ -29,7 +30,6 @@ from .web import (
     create_signed_value,
     decode_signed_value,
 )
-from .rooms import RoomHandler
 from .websocket import WebSocketClosedError, WebSocketHandler
 
 __all__ = [
