@@ -12,8 +12,8 @@ one step), like Channels' ``group_send``::
 Both need the ``redis`` package (``pip install fullduplex[redis]``); it is imported on
 first use, so importing :mod:`fullduplex.hub` does not need it. Keyword options
 (``prefix``, ``channel_prefix``, ``history_size``, ``history_bytes``,
-``history_max_age``, ``room_ttl``, ``dedup_window``) must match the servers'
-:class:`~fullduplex.hub.redis.RedisHub` options.
+``history_max_age``, ``room_ttl``, ``dedup_window``, ``max_history_bytes``) must
+match the servers' :class:`~fullduplex.hub.redis.RedisHub` options.
 :class:`Publisher` keeps one connection pool for many publishes.
 
 What the servers and the outside publishers must agree on (key names, the publish
@@ -28,7 +28,12 @@ import threading
 from typing import Any
 
 from .base import DEFAULT_DEDUP_WINDOW, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE, HubUnavailable
-from .redis.keyspace import DEFAULT_PREFIX, DEFAULT_ROOM_TTL, Keyspace
+from .redis.keyspace import (
+    DEFAULT_MAX_HISTORY_BYTES,
+    DEFAULT_PREFIX,
+    DEFAULT_ROOM_TTL,
+    Keyspace,
+)
 from .redis.scripts import publish_call, source
 from .wire import dumps
 
@@ -72,6 +77,7 @@ class Publisher:
         max_connections: int = 16,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        max_history_bytes: int | None = DEFAULT_MAX_HISTORY_BYTES,
     ) -> None:
         import asyncio
 
@@ -87,6 +93,7 @@ class Publisher:
         self.room_ttl = room_ttl
         self.history_bytes = history_bytes
         self.dedup_window = dedup_window
+        self.max_history_bytes = max_history_bytes
         # No automatic retry: a publish whose reply was lost must not run twice.
         self._client = redis.asyncio.Redis.from_url(
             redis_url,
@@ -117,6 +124,7 @@ class Publisher:
             history_bytes=self.history_bytes,
             id=id,
             dedup_window=self.dedup_window,
+            max_history_bytes=self.max_history_bytes,
         )
         try:
             async with self._slots:
@@ -172,6 +180,7 @@ def publish_sync(redis_url: str, room: str, message: Any, **options: Any) -> int
     room_ttl = options.pop("room_ttl", DEFAULT_ROOM_TTL)
     history_bytes = options.pop("history_bytes", DEFAULT_HISTORY_BYTES)
     dedup_window = options.pop("dedup_window", DEFAULT_DEDUP_WINDOW)
+    max_history_bytes = options.pop("max_history_bytes", DEFAULT_MAX_HISTORY_BYTES)
     id = options.pop("id", None)
     if options:
         raise TypeError(f"unexpected options: {', '.join(sorted(options))}")
@@ -198,6 +207,7 @@ def publish_sync(redis_url: str, room: str, message: Any, **options: Any) -> int
         history_bytes=history_bytes,
         id=id,
         dedup_window=dedup_window,
+        max_history_bytes=max_history_bytes,
     )
     try:
         offset = script(keys=script_keys, args=args)[1]

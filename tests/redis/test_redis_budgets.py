@@ -75,10 +75,11 @@ def test_a_flood_of_long_messages_keeps_at_most_the_room_budgets_in_redis(
     kit: SimpleNamespace, redis_server: Any
 ) -> None:
     """30 rooms x 4 messages of 300 KB, then 10 rooms x 3 messages of 600 KB (above a
-    room's budget): Redis keeps at most 512 KiB per room, not the 44 MB published."""
+    room's budget): Redis keeps at most 512 KiB per room and 4 MiB for all rooms, not
+    the 44 MB published."""
 
     async def main() -> None:
-        async with kit.nodes(redis_server.url) as nodes:
+        async with kit.nodes(redis_server.url, max_history_bytes=4 * 2**20) as nodes:
             a = nodes.new()
             before = used_memory(redis_server)
             for room in range(30):
@@ -89,11 +90,39 @@ def test_a_flood_of_long_messages_keeps_at_most_the_room_budgets_in_redis(
                     await a.publish(f"big{room}", blob(600_000))
             grown = used_memory(redis_server) - before
             print(f"redis used_memory growth: {grown / 2**20:.1f} MiB after 44 MB published")
-            assert grown < 30 * 512 * 1024 + 4 * 2**20
-            assert [e.offset for e in await a.history("mid0")] == [4]  # 300 KB x 1 fits
+            assert grown < 4 * 2**20 + 4 * 2**20
+            assert [e.offset for e in await a.history("mid29")] == [4]  # 300 KB x 1 fits
+            assert await a.history("mid0") == []  # shed for the hub-wide budget
             assert await a.history("big0") == []
 
     kit.run(main(), 60)
+
+
+def test_the_hub_wide_budget_sheds_the_rooms_published_to_least_recently(
+    kit: SimpleNamespace, redis_server: Any
+) -> None:
+    async def main() -> None:
+        options = {"history_bytes": 1000, "max_history_bytes": 2500}
+        async with kit.nodes(redis_server.url, **options) as nodes:
+            a, b = nodes.new(), nodes.new()
+            prefix = a.keys.prefix
+            for room in ("r0", "r1", "r2", "r3"):
+                await (a if room < "r2" else b).publish(room, blob(800))
+                assert integer(redis_server.command("GET", prefix + "total")) <= 2500
+            # r0 lost its history (least recently published), r1..r3 keep theirs.
+            assert await a.history("r0") == []
+            assert [len(await b.history(r)) for r in ("r1", "r2", "r3")] == [1, 1, 1]
+            assert integer(redis_server.command("HGET", prefix + "r:r0:meta", "hb")) == 0
+            assert redis_server.command("EXISTS", prefix + "r:r0:log") == b":0\r\n"
+            result = await a.join("r0", kit.Recorder(), user=None, since=0)
+            assert result.offset == 1 and result.gap == Gap(1, 1)
+            # Outside publishers keep the same books.
+            async with Publisher(redis_server.url, prefix=prefix, **options) as outside:
+                await outside.publish("r4", blob(800))
+            assert await a.history("r1") == []
+            assert integer(redis_server.command("GET", prefix + "total")) == 3 * 800
+
+    kit.run(main())
 
 
 def test_a_publish_id_is_delivered_once_across_nodes(

@@ -65,6 +65,7 @@ from ..base import (
 from ..wire import broadcast_bytes, dumps, message_bytes, presence_envelope
 from .errors import LOST, RedisConnectionError
 from .keyspace import (
+    DEFAULT_MAX_HISTORY_BYTES,
     DEFAULT_PREFIX,
     DEFAULT_ROOM_TTL,
     Keyspace,
@@ -142,7 +143,10 @@ class RedisHub(Hub):
     """A :class:`~fullduplex.hub.base.Hub` shared by every process using one Redis.
 
     Create it with :meth:`from_url`; it connects on first use, from the running event
-    loop. Options: ``history_size`` (messages kept per room), ``history_max_age``
+    loop. Options: ``history_size`` (messages kept per room), ``history_bytes``
+    (bytes kept per room), ``max_history_bytes`` (bytes all rooms of the namespace
+    keep together; None: no such limit), ``dedup_window`` (publish ids remembered per
+    room), ``history_max_age``
     (seconds; older messages are dropped from history too), ``presence_ttl`` (seconds
     after which a silent node's users count as gone), ``prefix`` (namespace of keys and
     channels), ``channel_prefix`` (a room's channel is ``channel_prefix + room``),
@@ -173,6 +177,7 @@ class RedisHub(Hub):
         node_id: str | None = None,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        max_history_bytes: int | None = DEFAULT_MAX_HISTORY_BYTES,
     ) -> None:
         super().__init__(
             history_size=history_size,
@@ -193,6 +198,10 @@ class RedisHub(Hub):
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
+        if max_history_bytes is not None and max_history_bytes < 0:
+            raise ValueError("max_history_bytes must be 0 or more (or None)")
+        #: Bytes of history all rooms of the namespace keep together (None: no limit).
+        self.max_history_bytes = max_history_bytes
         self.url = url
         self.history_max_age = history_max_age
         self.presence_ttl = presence_ttl
@@ -534,6 +543,7 @@ class RedisHub(Hub):
             history_bytes=options.history_bytes,
             id=id,
             dedup_window=self.dedup_window,
+            max_history_bytes=self.max_history_bytes,
         )
         try:
             # Sent, then no answer: it may have run (stored, delivered) or not.

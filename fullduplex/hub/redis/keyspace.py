@@ -9,10 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_ROOM_TTL", "Keyspace", "decode", "encode", "millis"]
+__all__ = [
+    "DEFAULT_MAX_HISTORY_BYTES",
+    "DEFAULT_PREFIX",
+    "DEFAULT_ROOM_TTL",
+    "Keyspace",
+    "decode",
+    "encode",
+    "millis",
+]
 
 #: Namespace of every key and channel, so several apps can share one Redis.
 DEFAULT_PREFIX: Final = "fullduplex:"
+#: Bytes of history every room of a namespace keeps together (0/None: no such budget).
+DEFAULT_MAX_HISTORY_BYTES: Final = 64 * 1024 * 1024
 #: Seconds after its last message or presence change that Redis forgets a room
 #: (offsets and history; a client coming back later gets ``reset``).
 DEFAULT_ROOM_TTL: Final = 86_400.0
@@ -55,7 +65,10 @@ class Keyspace:
     ``{prefix}r:{room}:ids`` (sorted set: recent publish ids, scored by offset) and
     ``{prefix}r:{room}:pres`` (sorted set of ``<len>:<user><node>`` presence entries). Per node:
     ``{prefix}n:{node}:rooms`` (rooms where it has presence entries). Shared:
-    ``{prefix}nodes`` (node -> heartbeat expiry in ms), ``{prefix}epoch``. Channels:
+    ``{prefix}nodes`` (node -> heartbeat expiry in ms), ``{prefix}epoch``, and for
+    the hub-wide history budget ``{prefix}kept`` (hash: room -> bytes kept),
+    ``{prefix}recent`` (sorted set: room -> ms of its last kept message) and
+    ``{prefix}total`` (their sum). Channels:
     ``{channel_prefix}{room}`` per room, ``{prefix}broadcast`` for ``publish_all``.
     """
 
@@ -89,6 +102,18 @@ class Keyspace:
 
     def node_rooms(self, node: str) -> bytes:
         return self._p + b"n:" + node.encode("ascii") + b":rooms"
+
+    @property
+    def kept(self) -> bytes:
+        return self._p + b"kept"
+
+    @property
+    def recent(self) -> bytes:
+        return self._p + b"recent"
+
+    @property
+    def total(self) -> bytes:
+        return self._p + b"total"
 
     @property
     def nodes(self) -> bytes:

@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Final
 
 from ..base import DEFAULT_DEDUP_WINDOW, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE, new_epoch
-from .keyspace import DEFAULT_ROOM_TTL, Keyspace, encode, millis
+from .keyspace import DEFAULT_MAX_HISTORY_BYTES, DEFAULT_ROOM_TTL, Keyspace, encode, millis
 
 __all__ = ["SCRIPT_NAMES", "publish_call", "source"]
 
@@ -72,10 +72,18 @@ def publish_call(
     history_bytes: int = DEFAULT_HISTORY_BYTES,
     id: str | None = None,
     dedup_window: int = DEFAULT_DEDUP_WINDOW,
+    max_history_bytes: int | None = DEFAULT_MAX_HISTORY_BYTES,
 ) -> tuple[list[bytes], list[bytes | int]]:
     """KEYS and ARGV of the ``publish`` script for one message."""
     return (
-        [keys.meta(room), keys.log(room), keys.ids(room)],
+        [
+            keys.meta(room),
+            keys.log(room),
+            keys.ids(room),
+            keys.kept,
+            keys.recent,
+            keys.total,
+        ],
         [
             keys.channel(room),
             data_json,
@@ -89,5 +97,8 @@ def publish_call(
             b"" if id is None else encode(id),
             max(dedup_window, 0),
             max(history_bytes, 0),
+            max(max_history_bytes or 0, 0),
+            encode(room),
+            encode(keys.prefix),
         ],
     )

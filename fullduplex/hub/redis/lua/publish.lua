@@ -1,13 +1,18 @@
 -- One stored or ephemeral message, in one atomic step.
--- KEYS: meta, log, ids.
+-- KEYS: meta, log, ids, kept (hash: room -> bytes it keeps), recent (sorted set: room ->
+--       ms of its last kept message), total (bytes every room keeps).
 -- ARGV: channel, data, origin, pubid, store ('1'/'0'), maxlen, max_age_ms, ttl_ms,
---       candidate epoch, id ("": none), dedup window, max history bytes.
+--       candidate epoch, id ("": none), dedup window, max history bytes, hub-wide max
+--       history bytes (0: none), room, key prefix.
 -- A publish whose id is among the room's last `window` ids is dropped: returns
 -- {0, its first offset, '', 1}. Else: next seq (and offset; the epoch if the room has
 -- none yet: a room Redis forgot starts a new life), XADD, then the oldest messages
 -- leave the stream until it holds at most maxlen messages, max bytes of data ('hb' in
 -- meta counts them) and none older than max_age; a message larger than max bytes is
--- not kept (nor, then, the older ones: kept offsets are consecutive). PUBLISH.
+-- not kept (nor, then, the older ones: kept offsets are consecutive). With a hub-wide
+-- budget, the rooms whose last kept message is oldest lose their history until all
+-- rooms together keep at most that many bytes (rooms Redis forgot, room_ttl after
+-- their last message, are let go first). PUBLISH.
 -- Returns {seq, offset, epoch, 0}.
 local id = ARGV[10]
 if id ~= '' then
@@ -25,6 +30,7 @@ if ARGV[5] == '1' then
   local maxlen = tonumber(ARGV[6])
   local maxbytes = tonumber(ARGV[12])
   local size = #ARGV[2]
+  local kept = 0
   if maxlen > 0 and size <= maxbytes then
     redis.call('XADD', KEYS[2], '*', 'o', off, 's', seq, 'd', ARGV[2])
     local hb = redis.call('HINCRBY', KEYS[1], 'hb', size)
@@ -43,11 +49,50 @@ if ARGV[5] == '1' then
     end
     if n == 0 then hb = 0 end
     redis.call('HSET', KEYS[1], 'hb', hb)
+    kept = hb
   else
     redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[1], 'hb', 0)
   end
   touch(ttl, KEYS[1], KEYS[2])
+  local cap = tonumber(ARGV[13])
+  if cap > 0 then
+    local room = ARGV[14]
+    local now = now_ms()
+    local before = tonumber(redis.call('HGET', KEYS[4], room) or '0')
+    local total = redis.call('INCRBY', KEYS[6], kept - before)
+    if kept > 0 then
+      redis.call('HSET', KEYS[4], room, kept)
+      redis.call('ZADD', KEYS[5], now, room)
+    else
+      redis.call('HDEL', KEYS[4], room)
+      redis.call('ZREM', KEYS[5], room)
+    end
+    local function drop(victim, forgotten)
+      local bytes = tonumber(redis.call('HGET', KEYS[4], victim) or '0')
+      total = redis.call('DECRBY', KEYS[6], bytes)
+      redis.call('HDEL', KEYS[4], victim)
+      redis.call('ZREM', KEYS[5], victim)
+      if not forgotten then
+        local base = ARGV[15] .. 'r:' .. victim
+        redis.call('DEL', base .. ':log')
+        if redis.call('EXISTS', base .. ':meta') == 1 then
+          redis.call('HSET', base .. ':meta', 'hb', 0)
+        end
+      end
+    end
+    if ttl > 0 then
+      local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl, 'LIMIT', 0, 16)
+      for _, victim in ipairs(stale) do
+        if victim ~= room then drop(victim, true) end
+      end
+    end
+    while total > cap do
+      local victim = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+      if not victim or victim == room then break end
+      drop(victim, false)
+    end
+  end
 else
   touch(ttl, KEYS[1])
 end
