@@ -21,6 +21,7 @@ Every error the library raises derives from :class:`FullDuplexError`::
     ├── StreamClosedError        the HTTP client went away (server.http; a ConnectionError)
     ├── HubClosed                the hub was closed (hub; a RuntimeError)
     ├── HubUnavailable           the hub's shared backend cannot be reached (hub)
+    │   └── OutcomeUnknown       it stopped answering mid-publish (hub)
     └── StopConsumer             ends a consumer from one of its hooks (consumers)
 
 The classes below ``ConnectionClosed`` are defined in the modules named, which import
