@@ -278,10 +278,8 @@ class RoomPage(Page):
 
     def _rooms(self, current: str) -> list[str]:
         listed = list(FEATURED_ROOMS)
-        try:  # the rooms the hub holds, when it can tell (MemoryHub.rooms())
-            names = list(self.app.hub.rooms())  # type: ignore[attr-defined]
-        except Exception:
-            names = []
+        # The rooms this node's hub holds (with members or kept history).
+        names = self.app.hub.rooms
         for name in sorted(n for n in names if isinstance(n, str)):
             if valid_room(name) and name not in listed:
                 listed.append(name)

@@ -161,3 +161,21 @@ def test_a_failing_page_gets_the_styled_500_page(tmp_path: Path) -> None:
     assert "/static/demo.css" in body and 'class="error-code"' in body
     assert "Something went wrong on the server" in body
     assert "a bug in a page" not in body  # no details without the debug setting
+
+
+def test_the_room_list_shows_rooms_the_hub_holds() -> None:
+    async def scenario() -> tuple[int, str]:
+        app = make_app(cookie_secret="s" * 40, access_log=False)
+        await app.hub.publish("garden", {"text": "kept in history"})
+        server = await app.serve(HOST, 0)
+        try:
+            cookie = await asyncio.to_thread(log_in, server.port, "ada")
+            return await asyncio.to_thread(
+                lambda: request(server.port, "GET", "/room/lobby", cookie=cookie)[::2]
+            )
+        finally:
+            await server.shutdown(drain_timeout=1.0)
+
+    status, body = run(scenario())
+    assert status == 200
+    assert 'href="/room/garden"' in body

@@ -392,6 +392,11 @@ class Hub(abc.ABC):
         """Deliver ``data`` to every member of the hub (in any room), once each, as
         ``{"op":"message","room":null,"offset":null,"data":...}``."""
 
+    @property
+    @abc.abstractmethod
+    def rooms(self) -> list[str]:
+        """Names of the rooms this node's hub holds (with local members or kept history)."""
+
     @abc.abstractmethod
     async def presence(self, room: str) -> list[str]:
         """Users online in ``room``, sorted, each once."""
