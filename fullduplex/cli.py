@@ -87,6 +87,14 @@ def load_app_instance(spec: str) -> Any:
     return app
 
 
+def load_asgi_app(spec: str) -> Any:
+    """:func:`load_app` for ``serve --asgi``: any ASGI 3 application (a callable)."""
+    app = load_app(spec)
+    if not callable(app):
+        fail(f"{spec} is a {type(app).__name__}, not an ASGI application")
+    return app
+
+
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
     """The server's TLS context from PEM files; unreadable or invalid files are errors."""
     if not certfile:
@@ -206,6 +214,11 @@ def _check_server_options(args: argparse.Namespace) -> None:
         fail("--loop uvloop needs the uvloop package: pip install 'fullduplex[fast]'")
     if args.reload and args.workers > 1:
         fail("--reload runs one server process; leave out --workers")
+    if getattr(args, "asgi", False):
+        if args.workers > 1:
+            fail("--asgi serves one process; run several behind a load balancer")
+        if args.redis:
+            fail("--redis is for fullduplex apps; an ASGI app brings its own backends")
 
 
 def _run_app(
@@ -215,6 +228,9 @@ def _run_app(
     sock: socket.socket | None = None,
 ) -> None:
     """``app.run`` with the command-line options, on ``sock`` when already listening."""
+    if getattr(args, "asgi", False):
+        _run_asgi(app, args, context, sock)
+        return
     if args.redis:
         app.settings["hub"] = args.redis
     extra: dict[str, Any] = {} if sock is None else {"sock": sock}
@@ -225,6 +241,30 @@ def _run_app(
         if sock is not None:
             raise
         _listen_failed(args.host, args.port, exc)  # --workers: the app binds the port
+
+
+def _run_asgi(
+    app: Any, args: argparse.Namespace, context: ssl.SSLContext | None, sock: socket.socket | None
+) -> None:
+    """``serve --asgi``: the ASGI application on fullduplex's server."""
+    from .server.asgi import run_asgi
+
+    extra: dict[str, Any] = {} if sock is None else {"sock": sock}
+    try:
+        run_asgi(
+            app,
+            args.host,
+            args.port,
+            loop=args.loop,
+            ssl=context,
+            root_path=args.root_path,
+            lifespan=args.lifespan,
+            **extra,
+        )
+    except OSError as exc:
+        if sock is not None:
+            raise
+        _listen_failed(args.host, args.port, exc)
 
 
 def _serve(
@@ -371,9 +411,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         folder = Path(app_path).resolve().parent
         if not folder.is_relative_to(watch[0]):
             watch.append(folder)
+    load = load_asgi_app if args.asgi else load_app_instance
     return _serve(
-        args, lambda: load_app_instance(args.app), f"fullduplex {__version__}: {args.app}",
-        (), watch,
+        args, lambda: load(args.app), f"fullduplex {__version__}: {args.app}", (), watch
     )
 
 
@@ -553,6 +593,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve an App: fullduplex serve examples/echo.py:app")
     serve.add_argument("app", help="MODULE:APP or path/to/file.py:APP")
+    serve.add_argument(
+        "--asgi",
+        action="store_true",
+        help="APP is any ASGI 3 application (Starlette, FastAPI, Django ...)",
+    )
+    serve.add_argument(
+        "--root-path", default="", help="with --asgi: the path prefix the app is mounted under"
+    )
+    serve.add_argument(
+        "--lifespan",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="with --asgi: run the app's lifespan startup/shutdown (auto: if it supports it)",
+    )
     _add_server_options(serve, 8000)
     _add_reload_option(serve, "the current directory and the app's")
     serve.set_defaults(func=cmd_serve)

@@ -18,14 +18,21 @@ import socket
 import ssl as ssl_module
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..hub import MemoryHub
 
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["loop_factory", "run", "run_workers", "serve_until_signal", "tune_malloc"]
+__all__ = [
+    "loop_factory",
+    "run",
+    "run_workers",
+    "serve_until_signal",
+    "tune_malloc",
+    "wait_for_signal",
+]
 
 server_log = logging.getLogger("fullduplex.server")
 
@@ -144,6 +151,25 @@ async def serve_until_signal(
     """Serve until one of ``signals`` arrives, then shut down gracefully; a second
     signal aborts every connection."""
     server = await app.serve(host, port, ssl=ssl, **serve_kwargs)
+    scheme = "https" if ssl else "http"
+    banner = f"serving on {scheme}://{host or '0.0.0.0'}:{server.port}"
+    await wait_for_signal(server, banner, signals)
+
+
+class Stoppable(Protocol):
+    """A running server as :func:`wait_for_signal` stops it."""
+
+    def abort(self) -> None: ...
+    async def shutdown(self) -> None: ...
+
+
+async def wait_for_signal(
+    server: Stoppable,
+    banner: str,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """Log ``banner``, wait for one of ``signals``, then shut ``server`` down gracefully;
+    a second signal aborts every connection."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -160,8 +186,7 @@ async def serve_until_signal(
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
-    scheme = "https" if ssl else "http"
-    server_log.info("serving on %s://%s:%d", scheme, host or "0.0.0.0", server.port)
+    server_log.info("%s", banner)
     try:
         await stop.wait()
     finally:
@@ -169,7 +194,6 @@ async def serve_until_signal(
         await server.shutdown()
         for sig in installed:
             loop.remove_signal_handler(sig)
-
 
 
 def tune_malloc(largest_message: int) -> None:
