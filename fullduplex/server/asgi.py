@@ -333,7 +333,9 @@ class _HTTPCycle:
                 parts.append(b"transfer-encoding: chunked\r\n")
             else:
                 self.keep_alive = False  # close-delimited
-        self.remaining = length
+        if no_body:
+            self.head_only = True
+        self.remaining = None if self.head_only else length
         if not has_date:
             parts.append(_DATE.get())
         if not self.keep_alive:
@@ -341,8 +343,6 @@ class _HTTPCycle:
         elif self.scope["http_version"] == "1.0":
             parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
-        if no_body:
-            self.head_only = True
         return b"".join(parts)
 
     def _write_body(self, transport: asyncio.Transport, body: bytes) -> None:
@@ -370,6 +370,7 @@ class ASGIHTTPProtocol(asyncio.Protocol):
         "client",
         "config",
         "current",
+        "last_request",
         "loop",
         "parser",
         "pipeline",
@@ -400,6 +401,7 @@ class ASGIHTTPProtocol(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.scheme = "http"
         self.upgrade_scope: dict[str, Any] | None = None
+        self.last_request = False
 
     # ------------------------------------------------------------ transport events
 
@@ -460,8 +462,16 @@ class ASGIHTTPProtocol(asyncio.Protocol):
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
-            self._upgrade(data[offset:])
+            if self.upgrade_scope is not None:
+                self._upgrade(data[offset:])
+                return
+            # Another protocol (h2c ...): the request was served as plain HTTP/1.1.
+            self.parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                self.data_received(data[offset:])
         except httptools.HttpParserError as exc:
+            if self.last_request:
+                return  # bytes after a "Connection: close" request are not read
             self._bad_request(f"malformed request: {exc}")
 
     # ------------------------------------------------------------ parser callbacks
@@ -514,11 +524,16 @@ class ASGIHTTPProtocol(asyncio.Protocol):
             "state": config.state.copy(),
             "extensions": _EXTENSIONS,
         }
-        if parser.should_upgrade():
+        if parser.should_upgrade() and any(
+            name == b"upgrade" and b"websocket" in value.lower() for name, value in self._headers
+        ):
             # Kept for the WebSocket path once the parser stops after this head.
             self.upgrade_scope = scope
             return
-        cycle = _HTTPCycle(self, scope, parser.should_keep_alive())
+        keep_alive = parser.should_keep_alive()
+        if not keep_alive:
+            self.last_request = True
+        cycle = _HTTPCycle(self, scope, keep_alive)
         for name, value in self._headers:
             if name == b"expect" and value.lower() == b"100-continue":
                 cycle.continue_wanted = True
@@ -595,8 +610,9 @@ class ASGIHTTPProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if not cycle.keep_alive or cycle.more_body:
-            # A body still arriving: the connection cannot be reused safely.
+        if not cycle.keep_alive or cycle.remaining:
+            # Asked to close, or a body shorter than its content-length: the framing
+            # is broken, so the connection cannot be reused.
             transport.close()
             return
         self.current = None
@@ -657,13 +673,8 @@ class ASGIHTTPProtocol(asyncio.Protocol):
         if scope is None or transport is None:
             self._bad_request("unexpected upgrade")
             return
-        headers = scope["headers"]
-        wants_websocket = any(
-            name == b"upgrade" and b"websocket" in value.lower() for name, value in headers
-        )
-        if not wants_websocket or self.current is not None:
-            # Another protocol (h2c ...) or an upgrade behind a pipelined request.
-            self._bad_request("unsupported upgrade")
+        if self.current is not None:
+            self._bad_request("WebSocket upgrade pipelined behind another request")
             return
         self.config.connections.discard(self)
         self._cancel_idle()
@@ -996,14 +1007,16 @@ class Lifespan:
         self._to_app: asyncio.Queue[Message] = asyncio.Queue()
         self._from_app: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._received = False
+        self._started = False
         self.supported = mode != "off"
 
     async def _receive(self) -> Message:
-        self._received = True
         return await self._to_app.get()
 
     async def _send(self, message: Message) -> None:
+        if not str(message.get("type", "")).startswith("lifespan."):
+            # An application written for HTTP only, called with the lifespan scope.
+            raise RuntimeError(f"unexpected ASGI message {message.get('type')!r} in lifespan")
         await self._from_app.put(message)
 
     async def _main(self) -> None:
@@ -1013,7 +1026,7 @@ class Lifespan:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            if not self._received and self.mode == "auto":
+            if not self._started and self.mode == "auto":
                 server_log.info("the ASGI application does not support lifespan: %r", exc)
                 self.supported = False
             else:
@@ -1028,6 +1041,7 @@ class Lifespan:
         reply = await self._from_app.get()
         rtype = reply["type"]
         if rtype == f"lifespan.{kind}.complete":
+            self._started = True
             return
         if rtype == "lifespan.failed" and not self.supported:
             return
