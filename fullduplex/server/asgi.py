@@ -80,6 +80,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_PIPELINED = 16
 #: Unread request body bytes buffered before reading pauses.
 BODY_HIGH_WATER = 64 * 1024
+#: Bytes kept from a client that sends before its WebSocket handshake is accepted,
+#: before reading pauses.
+PENDING_HANDSHAKE_BUFFER = 64 * 1024
 #: HTTP write buffer high-water mark: a body ``send()`` waits above it.
 HTTP_WRITE_HIGH_WATER = 64 * 1024
 
@@ -104,7 +107,6 @@ class ASGIConfig:
     engine_options: EngineOptions = field(default_factory=EngineOptions)
     limits: Limits = field(default_factory=Limits)
     deflate: DeflateOptions | None = None
-    server: tuple[str, int] | None = None
 
     @classmethod
     def from_settings(cls, app: ASGIApp, settings: Settings, root_path: str = "") -> ASGIConfig:
@@ -776,9 +778,8 @@ class _WebSocketCycle:
             transport.close()
             return
         self.scope["subprotocols"] = self.handshake.subprotocols
-        # Nothing more is read until the application accepts (then the engine reads).
-        transport.pause_reading()
-        # Until accepted, losing the connection must reach the application.
+        # Until accepted, losing the connection must reach the application, so the
+        # socket is still read; what arrives is kept for the engine (bounded).
         transport.set_protocol(_PendingHandshake(self))
         self.config.connections.add(self)
         self.task = self.loop.create_task(self._run())
@@ -983,7 +984,10 @@ class _PendingHandshake(asyncio.Protocol):
         self.cycle = cycle
 
     def data_received(self, data: bytes) -> None:
-        self.cycle.rest += data
+        cycle = self.cycle
+        cycle.rest += data
+        if len(cycle.rest) > PENDING_HANDSHAKE_BUFFER and cycle.transport is not None:
+            cycle.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None
@@ -1084,16 +1088,15 @@ class ASGIServer:
         self._server = server
         self._lifespan = lifespan
         self._shutdown: asyncio.Task[None] | None = None
-
-    @property
-    def port(self) -> int:
-        """The port of the first listening socket (useful with ``port=0``)."""
-        return int(self._server.sockets[0].getsockname()[1])
+        address = server.sockets[0].getsockname()
+        #: The address of the first listening socket; ``port`` is useful with ``port=0``.
+        self.host = str(address[0])
+        self.port = int(address[1])
 
     @property
     def url(self) -> str:
         """``http://host:port`` of the first listening socket."""
-        host = str(self._server.sockets[0].getsockname()[0])
+        host = self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def abort(self) -> None:
