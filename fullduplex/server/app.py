@@ -269,6 +269,20 @@ class App:
 
     # ------------------------------------------------------------------ serving
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The App is an ASGI 3 application too: ``uvicorn module:app`` serves it
+        (routes, handlers and function views unchanged; see
+        :mod:`fullduplex.server.asgi_app`)."""
+        from .asgi_app import handle_asgi
+
+        await handle_asgi(self, scope, receive, send)
+
+    async def startup(self) -> None:
+        """Run the ``on_startup`` hooks, once (``serve()`` and the ASGI lifespan call it)."""
+        if not self._started:
+            self._started = True
+            await _run_hooks(self, self.on_startup)
+
     async def shutdown(self, drain_timeout: float | None = None) -> None:
         """Close every connection of the app gracefully, then release what it holds.
 
@@ -351,9 +365,7 @@ class App:
         backlog: int,
     ) -> Server:
         loop = asyncio.get_running_loop()
-        if not self._started:
-            self._started = True
-            await _run_hooks(self, self.on_startup)
+        await self.startup()
         self._shutting_down = False
         config = self._http_config()
         self._ws_options = self._ws_limits = None  # rebuilt from the current settings

@@ -49,7 +49,12 @@ import httptools
 
 from ..engine import EngineOptions, MessageQueue, WebSocketEngine
 from ..protocol.deflate import DeflateOptions
-from ..protocol.errors import ConnectionClosed, HandshakeRejected, LocalProtocolError
+from ..protocol.errors import (
+    ConnectionClosed,
+    FullDuplexError,
+    HandshakeRejected,
+    LocalProtocolError,
+)
 from ..protocol.handshake import ServerHandshake, reject
 from ..protocol.headers import Headers
 from ..protocol.http11 import Request, reason_phrase
@@ -91,8 +96,8 @@ _WS_ASGI = {"version": "3.0", "spec_version": "2.4"}
 _EXTENSIONS: dict[str, Any] = {"websocket.http.response": {}}
 
 
-class ClientDisconnected(OSError):
-    """``send()`` after the client went away (what the ASGI spec asks servers to raise)."""
+class ClientDisconnected(FullDuplexError, OSError):
+    """``send()`` after the client went away (the ASGI spec asks for an OSError)."""
 
 
 @dataclass(slots=True)

@@ -280,14 +280,11 @@ class WebSocketHandler(RequestHandler):
         request = self.request
         name = f"{request.remote_ip} {request.path}"
         engine = WebSocketEngine(connection, self, options=self._engine_options(), name=name)
-        self.connection = self.engine = engine
         rate_limits = self.get_rate_limits()
         if rate_limits is not None:
             engine.set_rate_limits(rate_limits)
         transport.write(response)
         transport.set_protocol(engine)
-        self._status_code = 101
-        self.app.connections.add(engine)
         if logger.isEnabledFor(logging.INFO):
             subprotocol = connection.subprotocol
             logger.info(
@@ -297,6 +294,16 @@ class WebSocketHandler(RequestHandler):
                 ", permessage-deflate" if connection.deflate is not None else "",
             )
         engine.attach(transport, b"")
+        self.attach_connection(engine, leftover)
+
+    def attach_connection(self, engine: WebSocketEngine, leftover: bytes = b"") -> None:
+        """Run this handler on an open connection: register it with the app, then
+        :meth:`open`. ``switch`` calls it with an engine; an adapter for another server
+        passes its own connection with the engine's reading interface (``hold``,
+        ``release``, ``close``; see :mod:`fullduplex.transports.asgi`)."""
+        self.connection = self.engine = engine
+        self._status_code = 101
+        self.app.connections.add(engine)
         # Messages that arrive while open() runs wait for it (control frames don't).
         engine.hold()
         try:
