@@ -112,6 +112,9 @@ class ASGIConfig:
     engine_options: EngineOptions = field(default_factory=EngineOptions)
     limits: Limits = field(default_factory=Limits)
     deflate: DeflateOptions | None = None
+    max_header_size: int = DEFAULTS.max_header_size
+    max_header_count: int = DEFAULTS.max_header_count
+    access_log: bool = DEFAULTS.access_log
 
     @classmethod
     def from_settings(cls, app: ASGIApp, settings: Settings, root_path: str = "") -> ASGIConfig:
@@ -139,6 +142,9 @@ class ASGIConfig:
             ),
             limits=s.websocket_limits(),
             deflate=deflate,
+            max_header_size=s.max_header_size,
+            max_header_count=s.max_header_count,
+            access_log=s.access_log,
         )
 
 
@@ -491,17 +497,14 @@ class ASGIHTTPProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.config.settings.max_header_size:
+        if len(self._url) > self.config.max_header_size:
             raise httptools.HttpParserError("request-target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         headers = self._headers
-        settings = self.config.settings
-        if (
-            self._header_bytes > settings.max_header_size
-            or len(headers) >= settings.max_header_count
-        ):
+        config = self.config
+        if self._header_bytes > config.max_header_size or len(headers) >= config.max_header_count:
             raise httptools.HttpParserError("request head too large")
         headers.append((name.lower(), value))
 
@@ -604,7 +607,7 @@ class ASGIHTTPProtocol(asyncio.Protocol):
 
     def response_complete(self, cycle: _HTTPCycle) -> None:
         """The response to ``cycle`` ended: go on with the next request, or close."""
-        if self.config.settings.access_log:
+        if self.config.access_log and access_log.isEnabledFor(logging.INFO):
             scope = cycle.scope
             access_log.info(
                 '%s - "%s %s HTTP/%s" %d',
