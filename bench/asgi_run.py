@@ -42,7 +42,8 @@ RESULTS = os.path.join(HERE, "results")
 PY = sys.executable
 APP = "asgi_app:app"
 
-#: name -> command; ``{port}`` is replaced. Access logs off, lifespan off, uvloop on.
+#: name -> command; ``{port}`` is replaced. Access logs off, lifespan off, uvloop on; one
+#: process each (hypercorn's ``--workers 0`` serves in the measured process itself).
 SERVERS: dict[str, list[str]] = {
     "fullduplex": [
         PY, "-m", "fullduplex.cli", "serve", "--asgi", APP, "--port", "{port}",
@@ -60,7 +61,7 @@ SERVERS: dict[str, list[str]] = {
     ],
     "hypercorn": [
         PY, "-m", "hypercorn", APP, "--bind", "127.0.0.1:{port}", "--worker-class",
-        "uvloop", "--log-level", "warning",
+        "uvloop", "--workers", "0", "--log-level", "warning",
     ],
     "daphne": [PY, "-m", "daphne", "-p", "{port}", "-b", "127.0.0.1", "-v", "0", APP],
 }  # fmt: skip
