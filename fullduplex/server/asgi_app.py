@@ -30,7 +30,7 @@ from ..engine import WebSocketEngine
 from ..protocol.errors import HandshakeRejected
 from ..protocol.headers import Headers
 from ..transports.asgi import ASGIWebSocketConnection
-from .http import HTTPConnection, HTTPRequest, StreamClosedError
+from .http import HTTPRequest, StreamClosedError
 from .web import ErrorHandler, RequestHandler
 from .websocket import WebSocketHandler
 
@@ -47,7 +47,7 @@ Send = Callable[[Event], Awaitable[None]]
 
 
 class ASGIResponder:
-    """The response interface of ``RequestHandler`` over ASGI ``send`` (one request).
+    """:class:`~fullduplex.server.responder.HTTPResponder` over ASGI ``send`` (one request).
 
     Events wait in order in a short queue; :meth:`drain` sends them, so a handler that
     flushes sends as it goes and the server's backpressure reaches it.
@@ -201,7 +201,7 @@ def _request(app: App, scope: Event, responder: ASGIResponder, body: bytes) -> H
     client = scope.get("client") or ("", 0)
     scheme = str(scope.get("scheme") or "http")
     return HTTPRequest(
-        cast(HTTPConnection, responder),
+        responder,
         scope.get("method", "GET"),
         target,
         "HTTP/" + scope.get("http_version", "1.1"),
