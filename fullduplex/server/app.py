@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -347,13 +347,14 @@ class App:
         sock: socket.socket | None = None,
         reuse_port: bool = False,
         backlog: int = 1024,
-    ) -> _Serving:
+    ) -> process.Serving[Server]:
         """Start listening; ``await`` it for a :class:`Server`, or ``async with`` it.
 
         ``port=0`` picks a free port (see ``server.port``); ``sock`` serves an
         already bound socket instead of ``host``/``port``; ``ssl`` enables TLS.
         """
-        return _Serving(functools.partial(self._start, host, port, ssl, sock, reuse_port, backlog))
+        start = functools.partial(self._start, host, port, ssl, sock, reuse_port, backlog)
+        return process.Serving(start)
 
     async def _start(
         self,
@@ -414,32 +415,6 @@ async def _run_hooks(app: App, hooks: list[Hook]) -> None:
                 await result
         except Exception:
             server_log.exception("error in hook %r", hook)
-
-
-class _Serving:
-    """What ``App.serve()`` returns: awaitable (-> Server) and an async context manager."""
-
-    __slots__ = ("_server", "_start")
-
-    def __init__(self, start: Callable[[], Awaitable[Server]]) -> None:
-        self._start = start
-        self._server: Server | None = None
-
-    def __await__(self) -> Generator[Any, None, Server]:
-        return self._start().__await__()
-
-    async def __aenter__(self) -> Server:
-        self._server = await self._start()
-        return self._server
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
 
 
 class Server:

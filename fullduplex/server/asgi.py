@@ -38,7 +38,7 @@ import signal
 import socket
 import ssl as ssl_module
 import time
-from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from types import TracebackType
@@ -1150,32 +1150,6 @@ class ASGIServer:
         await self.shutdown()
 
 
-class _Serving:
-    """What :func:`serve_asgi` returns: awaitable (-> ASGIServer) and an async context manager."""
-
-    __slots__ = ("_server", "_start")
-
-    def __init__(self, start: Callable[[], Awaitable[ASGIServer]]) -> None:
-        self._start = start
-        self._server: ASGIServer | None = None
-
-    def __await__(self) -> Generator[Any, None, ASGIServer]:
-        return self._start().__await__()
-
-    async def __aenter__(self) -> ASGIServer:
-        self._server = await self._start()
-        return self._server
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-
-
 def serve_asgi(
     app: ASGIApp,
     host: str | None = "127.0.0.1",
@@ -1188,7 +1162,7 @@ def serve_asgi(
     sock: socket.socket | None = None,
     backlog: int = 1024,
     **setting_values: Any,
-) -> _Serving:
+) -> process.Serving[ASGIServer]:
     """Start serving the ASGI application ``app``; ``await`` it or ``async with`` it.
 
     Settings are fullduplex's (:mod:`fullduplex.settings`): pass a ``Settings`` or
@@ -1215,7 +1189,7 @@ def serve_asgi(
             server = await loop.create_server(factory, host, port, ssl=ssl, backlog=backlog)
         return ASGIServer(config, server, life)
 
-    return _Serving(start)
+    return process.Serving(start)
 
 
 def run_asgi(

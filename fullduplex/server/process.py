@@ -17,8 +17,9 @@ import signal
 import socket
 import ssl as ssl_module
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ..hub import MemoryHub
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .app import App
 
 __all__ = [
+    "Serving",
+    "Stoppable",
     "loop_factory",
     "run",
     "run_workers",
@@ -161,6 +164,36 @@ class Stoppable(Protocol):
 
     def abort(self) -> None: ...
     async def shutdown(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=Stoppable)
+
+
+class Serving(Generic[_S]):
+    """What ``App.serve()`` and ``serve_asgi()`` return: awaitable (-> the server) and an
+    async context manager (shut down on exit)."""
+
+    __slots__ = ("_server", "_start")
+
+    def __init__(self, start: Callable[[], Awaitable[_S]]) -> None:
+        self._start = start
+        self._server: _S | None = None
+
+    def __await__(self) -> Generator[Any, None, _S]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> _S:
+        self._server = await self._start()
+        return self._server
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
 
 
 async def wait_for_signal(

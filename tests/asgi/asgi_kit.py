@@ -96,6 +96,18 @@ def get(path: str = "/", *extra: str, method: str = "GET") -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
+def ws_upgrade(path: str = "/ws", *extra: str) -> bytes:
+    """A valid WebSocket upgrade request head (the RFC 6455 sample key)."""
+    return get(
+        path,
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *extra,
+    )
+
+
 @contextlib.contextmanager
 def serve_subprocess(*args: str, cwd: Path | None = None) -> Iterator[int]:
     """Run ``fullduplex serve ... --port N`` (or another server command, with the port

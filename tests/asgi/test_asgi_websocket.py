@@ -20,7 +20,7 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from asgi_kit import RawClient, asgi_serving, get  # noqa: E402
+from asgi_kit import RawClient, asgi_serving, ws_upgrade  # noqa: E402
 from helpers import run  # noqa: E402
 
 from fullduplex.server.asgi import ClientDisconnected  # noqa: E402
@@ -145,15 +145,7 @@ def test_denial_response_extension() -> None:
     async def main() -> None:
         async with asgi_serving(app) as server:
             client = await RawClient.connect(server.port)
-            await client.send(
-                get(
-                    "/ws",
-                    "Upgrade: websocket",
-                    "Connection: Upgrade",
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-                    "Sec-WebSocket-Version: 13",
-                )
-            )
+            await client.send(ws_upgrade())
             status, headers, body = await client.response()
             assert status == 401 and headers["www-authenticate"] == "Basic"
             assert body == b"log in first"
@@ -241,15 +233,7 @@ def test_connection_lost_before_accept() -> None:
     async def main() -> None:
         async with asgi_serving(app) as server:
             client = await RawClient.connect(server.port)
-            await client.send(
-                get(
-                    "/ws",
-                    "Upgrade: websocket",
-                    "Connection: Upgrade",
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-                    "Sec-WebSocket-Version: 13",
-                )
-            )
+            await client.send(ws_upgrade())
             await asyncio.sleep(0.1)
             client.writer.transport.abort()
             async with asyncio.timeout(5):
