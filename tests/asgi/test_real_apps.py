@@ -123,3 +123,25 @@ def test_fastapi_websocket(fastapi_base: str) -> None:
             assert await response.json() == {"status": "ok"}
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--asgi", "starlette_app:__name__"], "not an ASGI application"),
+        (["serve", "--asgi", "missing_module:app"], "cannot import"),
+        (["serve", "--asgi", "starlette_app:app", "--workers", "2"], "--asgi serves one process"),
+        (["serve", "--asgi", "starlette_app:app", "--redis", "redis://x"], "--redis is for"),
+    ],
+)
+def test_serve_asgi_mistakes_are_one_line(argv: list[str], message: str) -> None:
+    """Ordinary mistakes with ``serve --asgi`` end with one error line, no traceback."""
+    import subprocess
+
+    result = subprocess.run(
+        [*FULLDUPLEX, *argv], cwd=APPS, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert "Traceback" not in result.stderr
