@@ -148,3 +148,17 @@ def test_origin_check_refuses(base: str) -> None:
             assert await ws.recv() == "ok"
 
     run(main())
+
+
+def test_handler_error_closes_1011(base: str) -> None:
+    """An exception in on_message closes the connection with 1011, no details."""
+
+    async def main() -> None:
+        async with websockets.connect(f"ws://{base}/ws/buggy") as ws:
+            await ws.send("boom")
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, "internal error")
+
+    run(main())

@@ -81,6 +81,11 @@ class SameOriginOnly(WebSocketHandler):
         self.write_message(message)
 
 
+class Buggy(WebSocketHandler):
+    def on_message(self, message: str | bytes) -> None:
+        raise ValueError("handler bug")
+
+
 async def view(ws: WebSocket, name: str) -> None:
     await ws.send(f"hi {name}")
     async for message in ws:
@@ -97,6 +102,7 @@ app = App(
         ("/ws/slow", SlowEcho),
         ("/ws/room", Room),
         ("/ws/origin", SameOriginOnly),
+        ("/ws/buggy", Buggy),
         ("/ws/view/{name}", view),
     ],
     access_log=False,
