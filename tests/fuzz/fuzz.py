@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
 
         write_seeds(os.path.join(HERE, "corpus"))
         return 0
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     with atheris.instrument_imports(include=["fullduplex"]):
         import targets
