@@ -37,7 +37,9 @@ from fullduplex.protocol.extensions import parse_extensions
 from fullduplex.protocol.handshake import ClientHandshake, ServerHandshake, reject
 from fullduplex.protocol.http11 import parse_request_head
 from fullduplex.protocol.limits import Limits
-from fullduplex.server.http import MAX_PIPELINED, HTTPConfig, HTTPConnection
+from fullduplex.server.http import HTTPConfig, HTTPConnection
+from fullduplex.server.http_base import MAX_PIPELINED
+from fullduplex.server.http_parse import FEED_SLICE
 
 __all__ = ["TARGETS", "replay"]
 
@@ -281,9 +283,9 @@ async def _answer(request: Any) -> None:
 def http_request(data: bytes) -> None:
     """The server's request parsing: bytes into a real HTTPConnection, in pieces.
 
-    Byte 0: size of the pieces (0: whole). Properties: no exception escapes the
-    protocol callbacks or the handler, at most one response per request line, and what
-    the connection keeps is bounded by the limits.
+    Byte 0: size of the pieces (0: whole); its bit 0 also turns on ``xheaders``.
+    Properties: no exception escapes the protocol callbacks or the handler, and what the
+    connection keeps is bounded by the limits.
     """
     if not data:
         return
@@ -294,7 +296,13 @@ def http_request(data: bytes) -> None:
         max_header_size=2048,
         max_header_count=20,
         max_body_size=4096,
+        header_timeout=10.0,
+        body_timeout=10.0,
+        keepalive_timeout=10.0,
+        send_timeout=10.0,
         access_log=False,
+        server_header="fullduplex",
+        xheaders=bool(data[0] & 1),
     )
     conn = HTTPConnection(config, loop=loop)
     transport = RecordingTransport()
@@ -307,7 +315,8 @@ def http_request(data: bytes) -> None:
         conn.data_received(stream[i : i + step])
         for _ in range(3):
             loop.run_until_complete(asyncio.sleep(0))
-        assert len(conn._queue) <= MAX_PIPELINED + 1, len(conn._queue)
+        # The documented bound: the pipeline, plus what one parsed slice may hold.
+        assert len(conn._queue) <= MAX_PIPELINED + FEED_SLICE // 16, len(conn._queue)
         assert conn._body_size <= config.max_body_size
         buffered = conn._upgrade_buffer
         assert buffered is None or len(buffered) <= len(stream)
