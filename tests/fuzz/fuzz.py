@@ -27,14 +27,14 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     if argv[0] == "--write-seeds":
-        from seeds import write_seeds
+        from fuzz_seeds import write_seeds
 
         write_seeds(os.path.join(HERE, "corpus"))
         return 0
     import atheris  # type: ignore[import-untyped]
 
     with atheris.instrument_imports(include=["fullduplex"]):
-        import targets
+        import fuzz_targets as targets
     if argv[0] == "--list":
         print("\n".join(targets.TARGETS))
         return 0

@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing with a fixed budget, and a replay of the kept corpus.
 
-Each target of targets.py runs under atheris (libFuzzer) in a subprocess for its share
+Each target of fuzz_targets.py runs under atheris (libFuzzer) in a subprocess for its share
 of ``FULLDUPLEX_FUZZ_SECONDS`` (60 s in all by default), starting from the seeds and
 inputs kept in ``corpus/<target>/``; any crash, unexpected exception, failed property or
 memory over 1 GiB fails the test with the input that caused it. Long runs:
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import targets
+import fuzz_targets as targets
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"

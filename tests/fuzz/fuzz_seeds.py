@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import zlib
 
-from targets import _connection
+from fuzz_targets import _connection
 
 from fullduplex.protocol.connection import Connection, Role
 from fullduplex.protocol.frames import encode_frame
