@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import fuzz_targets as targets
+import pytest
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
