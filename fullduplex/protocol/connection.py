@@ -164,6 +164,7 @@ class Connection:
     __slots__ = (
         "_buf",
         "_compressed",
+        "_credit_start",
         "_fast_max",
         "_frame",
         "_frame_credit",
@@ -225,6 +226,8 @@ class Connection:
     def limits(self, limits: Limits) -> None:
         self._limits = limits
         self._fast_max = _fast_max(limits)
+        max_fragments = limits.max_fragments
+        self._credit_start = _NOT_FAST if max_fragments is None else max_fragments * FRAME_OVERHEAD
 
     # ------------------------------------------------------------------ input
 
@@ -339,10 +342,15 @@ class Connection:
         pos += hlen
         opcode = b0 & 0x0F
         if opcode < 8:
-            if b0 & 0x70 or opcode > OP_BINARY:
-                self._check_rsv_and_opcode(b0)
+            rsv = b0 & 0x70
+            if (rsv and (rsv != 0x40 or not opcode or self.deflate is None)) or opcode > OP_BINARY:
+                self._data_header_error(b0)
             if opcode != OP_CONT:
-                self._start_message(b0)
+                if self._msg_opcode:
+                    raise ProtocolError("new data frame while a fragmented message is in progress")
+                self._msg_opcode = opcode
+                self._compressed = bool(rsv)
+                self._frame_credit = self._credit_start
             elif not self._msg_opcode:
                 raise ProtocolError("continuation frame without a message to continue")
             # Each frame costs FRAME_OVERHEAD bytes of credit and earns its payload length.
@@ -376,25 +384,15 @@ class Connection:
             self._data_piece(payload, bool(b0 & 0x80), events)
         return end
 
-    def _start_message(self, b0: int) -> None:
-        """A text or binary frame starts a message (none may be in progress)."""
-        if self._msg_opcode:
-            raise ProtocolError("new data frame while a fragmented message is in progress")
-        self._msg_opcode = b0 & 0x0F
-        self._compressed = bool(b0 & 0x40)
-        max_fragments = self._limits.max_fragments
-        self._frame_credit = _NOT_FAST if max_fragments is None else max_fragments * FRAME_OVERHEAD
-
-    def _check_rsv_and_opcode(self, b0: int) -> None:
-        """Reject a reserved data opcode, or RSV bits that no extension allows here."""
+    def _data_header_error(self, b0: int) -> NoReturn:
+        """Raise the error for a reserved data opcode, or RSV bits no extension allows."""
         opcode = b0 & 0x0F
         if opcode > OP_BINARY:
             raise ProtocolError(f"reserved opcode {opcode:#x}")
         if b0 & 0x70 != 0x40 or self.deflate is None:
             raise ProtocolError("reserved bits set without a negotiated extension")
-        if opcode == OP_CONT:
-            # RFC 7692 §6.1: RSV1 only on the first frame of a message.
-            raise ProtocolError("RSV1 set on a continuation frame")
+        # RFC 7692 §6.1: RSV1 only on the first frame of a message.
+        raise ProtocolError("RSV1 set on a continuation frame")
 
     def _check_sizes(self, length: int) -> None:
         """Refuse a data frame over the frame limit, one that takes an uncompressed message
