@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from .errors import (
     InvalidUTF8,
@@ -98,6 +98,46 @@ class _MaskKeys:
 
 _mask_keys = _MaskKeys()
 
+#: What each frame of a data message costs against the message's fragment allowance, in
+#: payload bytes: a message may span ``Limits.max_fragments`` frames of any size, and
+#: every further frame must bring this many payload bytes on average (see _start_data_frame).
+FRAME_OVERHEAD: Final = 64
+
+# A frame length the fast path never takes (beyond any buffer and any limit).
+_NOT_FAST: Final = 1 << 64
+
+
+def _fast_max(limits: Limits) -> int:
+    """Largest payload the parser's fast path may take: both size limits hold below it."""
+    sizes = [s for s in (limits.max_frame_size, limits.max_message_size) if s is not None]
+    return min(sizes) if sizes else _NOT_FAST - 1
+
+
+def _extended_length(data: bytes, pos: int, code: int) -> int:
+    """The 16-bit (``code`` 126) or 64-bit (127) payload length of the header at ``pos``."""
+    if code == 126:
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 126:
+            raise ProtocolError("frame length not minimally encoded (RFC 6455 §5.2)")
+        return length
+    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+    if length >> 63:
+        raise ProtocolError("64-bit frame length with the most significant bit set")
+    if length < 65536:
+        raise ProtocolError("frame length not minimally encoded (RFC 6455 §5.2)")
+    return length
+
+
+def _control_header_error(b0: int, length: int) -> NoReturn:
+    """Raise the error for a control frame header that breaks RFC 6455 §5.5."""
+    if b0 & 0x0F > OP_PONG:
+        raise ProtocolError(f"reserved opcode {b0 & 0x0F:#x}")
+    if b0 & 0x70:
+        raise ProtocolError("RSV bits set on a control frame")
+    if not b0 & 0x80:
+        raise ProtocolError("fragmented control frame (RFC 6455 §5.5)")
+    raise ProtocolError("control frame payload longer than 125 bytes")
+
 
 class _Frame:
     """A frame whose header was checked and whose payload is still arriving."""
@@ -124,8 +164,11 @@ class Connection:
     __slots__ = (
         "_buf",
         "_compressed",
-        "_fragments",
+        "_credit_start",
+        "_fast_max",
         "_frame",
+        "_frame_credit",
+        "_limits",
         "_msg_opcode",
         "_msg_parts",
         "_msg_size",
@@ -137,9 +180,7 @@ class Connection:
         "deflate",
         "eof_received",
         "failure",
-        "limits",
         "role",
-        "state",
         "subprotocol",
     )
 
@@ -155,7 +196,6 @@ class Connection:
         self.limits = limits if limits is not None else _DEFAULT_LIMITS
         self.deflate = deflate
         self.subprotocol = subprotocol
-        self.state = State.OPEN
         #: (code, reason) of the close frame we sent, once sent.
         self.close_sent: tuple[int, str] | None = None
         #: (code, reason) of the close frame received, once received.
@@ -173,9 +213,21 @@ class Connection:
         self._msg_opcode = 0  # OP_TEXT / OP_BINARY while a message is in progress, else 0
         self._msg_parts: list[bytes] = []
         self._msg_size = 0
-        self._fragments = 0
+        self._frame_credit = 0  # fragment allowance left, in bytes (see FRAME_OVERHEAD)
         self._compressed = False
         self._utf8_state = 0
+
+    @property
+    def limits(self) -> Limits:
+        """The limits enforced on received frames and messages."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._limits = limits
+        self._fast_max = _fast_max(limits)
+        max_fragments = limits.max_fragments
+        self._credit_start = _NOT_FAST if max_fragments is None else max_fragments * FRAME_OVERHEAD
 
     # ------------------------------------------------------------------ input
 
@@ -201,172 +253,208 @@ class Connection:
     def receive_eof(self) -> list[Event]:
         """The peer closed the TCP connection (or the transport was lost)."""
         self.eof_received = True
-        self.state = State.CLOSED
         return []
 
-    def _parse(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:
-        """Consume ``data`` entirely: complete frames, then a payload piece or a header."""
+    @property
+    def state(self) -> State:
+        """Where the closing handshake stands, derived from the close frames and EOF."""
+        if self.close_sent is None:
+            # A received close is answered at once, so it implies close_sent.
+            return State.CLOSED if self.eof_received else State.OPEN
+        if self.close_received is not None or self.eof_received:
+            return State.CLOSED
+        return State.CLOSING
+
+    def _parse(self, data: bytes, events: list[Event]) -> None:
+        """Consume ``data`` entirely: complete frames, then a payload piece or a header.
+
+        The loop decodes the common frame itself: a complete, unfragmented text or binary
+        frame without RSV bits, masked as our role requires, within the limits, outside a
+        fragmented message and before our close frame. :meth:`_other_frame` takes the rest.
+        """
         n = len(data)
         pos = 0
-        is_server = self.role is Role.SERVER
-        limits = self.limits
+        if self._frame is not None:
+            pos = self._stream(data, 0, events)
+        if self.role is Role.SERVER:
+            mask_bit, header_size = 0x80, 6
+        else:
+            mask_bit, header_size = 0, 2
+        fast_max = self._fast_max
+        idle = not self._msg_opcode and self.close_sent is None
         while pos < n:
-            frame = self._frame
-            if frame is not None:
-                # Streaming the payload of a frame whose header was already checked.
-                got = frame.received
-                take = min(frame.length - got, n - pos)
-                piece = bytes(data[pos : pos + take])
-                pos += take
-                frame.received = got + take
-                done = frame.received == frame.length
-                if frame.gather:
-                    # Uncompressed binary: keep the wire pieces and unmask them into
-                    # one buffer at the end (no UTF-8 to check early; one allocation).
-                    frame.parts.append(piece)
-                    if done:
-                        self._frame = None
-                        parts = frame.parts
-                        if frame.key is not None:
-                            piece = unmask_join(parts, frame.key)
-                        else:
-                            piece = parts[0] if len(parts) == 1 else b"".join(parts)
-                        self._data_piece(piece, frame.fin, events)
-                    continue
-                if frame.key is not None:
-                    piece = apply_mask(piece, rotate_mask(frame.key, got))
-                if frame.opcode >= 8:
-                    # Control payloads are tiny (<= 125 bytes): keep them until complete.
-                    frame.parts.append(piece)
-                    if done:
-                        self._frame = None
-                        self._control(frame.opcode, b"".join(frame.parts), events)
-                        if self.close_received is not None:
-                            return
-                else:
-                    if done:
-                        self._frame = None
-                    self._data_piece(piece, done and frame.fin, events)
-                continue
-
-            # Frame header, RFC 6455 §5.2.
-            if n - pos < 2:
-                self._buf = bytes(data[pos:])
-                return
+            # FIN set, RSV clear, opcode text (0x81) or binary (0x82).
             b0 = data[pos]
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            hlen = 2
-            if length == 126:
-                hlen = 4
-            elif length == 127:
-                hlen = 10
-            masked = b1 & 0x80
-            if masked:
-                hlen += 4
-            if n - pos < hlen:
-                self._buf = bytes(data[pos:])
-                return
-            if length == 126:
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                if length < 126:
-                    raise ProtocolError("frame length not minimally encoded (RFC 6455 §5.2)")
-            elif length == 127:
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                if length >> 63:
-                    raise ProtocolError("64-bit frame length with the most significant bit set")
-                if length < 65536:
-                    raise ProtocolError("frame length not minimally encoded (RFC 6455 §5.2)")
-            fin = bool(b0 & 0x80)
-            opcode = b0 & 0x0F
-            rsv = b0 & 0x70
-            if masked:
-                if not is_server:
-                    raise ProtocolError("masked frame from server (RFC 6455 §5.1)")
-                key: bytes | None = bytes(data[pos + hlen - 4 : pos + hlen])
-            else:
-                if is_server:
-                    raise ProtocolError("unmasked frame from client (RFC 6455 §5.1)")
-                key = None
-            pos += hlen
-
-            if opcode >= 8:
-                # Control frames, §5.5.
-                if opcode > OP_PONG:
-                    raise ProtocolError(f"reserved opcode {opcode:#x}")
-                if rsv:
-                    raise ProtocolError("RSV bits set on a control frame")
-                if not fin:
-                    raise ProtocolError("fragmented control frame (RFC 6455 §5.5)")
-                if length > MAX_CONTROL_PAYLOAD:
-                    raise ProtocolError("control frame payload longer than 125 bytes")
-            else:
-                if opcode > OP_BINARY:
-                    raise ProtocolError(f"reserved opcode {opcode:#x}")
-                if rsv:
-                    if rsv != 0x40 or self.deflate is None:
-                        raise ProtocolError("reserved bits set without a negotiated extension")
-                    if opcode == OP_CONT:
-                        # RFC 7692 §6.1: RSV1 only on the first frame of a message.
-                        raise ProtocolError("RSV1 set on a continuation frame")
-                if opcode == OP_CONT:
-                    if not self._msg_opcode:
-                        raise ProtocolError("continuation frame without a message to continue")
-                    self._fragments += 1
-                    if limits.max_fragments is not None and self._fragments > limits.max_fragments:
-                        raise MessageTooBig(
-                            f"message split into more than {limits.max_fragments} frames"
-                        )
-                elif self._msg_opcode:
-                    raise ProtocolError("new data frame while a fragmented message is in progress")
-                else:
-                    self._msg_opcode = opcode
-                    self._compressed = bool(rsv)
-                    self._fragments = 1
-                if limits.max_frame_size is not None and length > limits.max_frame_size:
-                    raise MessageTooBig(
-                        f"frame of {length} bytes exceeds the limit of {limits.max_frame_size}"
-                    )
-                if (
-                    limits.max_message_size is not None
-                    and not self._compressed
-                    and self._msg_size + length > limits.max_message_size
-                ):
-                    raise MessageTooBig(
-                        f"message of more than {limits.max_message_size} bytes "
-                        f"exceeds the limit of {limits.max_message_size}"
-                    )
-
-            end = pos + length
-            if end <= n:
-                # Fast path: the whole payload is here.
-                payload = data[pos:end]
-                pos = end
-                if key is not None:
-                    payload = apply_mask(payload, key)
-                else:
-                    payload = bytes(payload)
-                if opcode >= 8:
-                    self._control(opcode, payload, events)
-                    if self.close_received is not None:
-                        return
-                elif fin and opcode != OP_CONT and not self._compressed:
-                    # Single-frame message: the hot path.
-                    self._msg_opcode = 0
-                    if self.close_sent is not None:
-                        continue
-                    if opcode == OP_TEXT:
+            if idle and 0x81 <= b0 <= 0x82 and n - pos > 1:
+                # The mask bit is flipped so that a frame masked as required has it clear.
+                length = data[pos + 1] ^ mask_bit
+                start = pos + header_size
+                if length > 125:
+                    if length == 126 and n - pos > 3:
+                        length = (data[pos + 2] << 8) | data[pos + 3]
+                        start += 2
+                        if length < 126:
+                            length = _NOT_FAST  # not minimally encoded: an error
+                    else:
+                        length = _NOT_FAST
+                end = start + length
+                if end <= n and length <= fast_max:
+                    if mask_bit:
+                        payload = apply_mask(data[start:end], data[start - 4 : start])
+                    else:
+                        payload = data[start:end]
+                    pos = end
+                    if b0 == 0x82:
+                        events.append(BinaryMessage(payload))
+                    else:
                         try:
                             events.append(TextMessage(payload.decode("utf-8")))
                         except UnicodeDecodeError:
                             raise InvalidUTF8("text message is not valid UTF-8") from None
-                    else:
-                        events.append(BinaryMessage(payload))
-                else:
-                    self._data_piece(payload, fin, events)
+                    continue
+            pos = self._other_frame(data, pos, events)
+            idle = not self._msg_opcode and self.close_sent is None
+
+    def _other_frame(self, data: bytes, pos: int, events: list[Event]) -> int:
+        """Parse one frame the fast path did not take (RFC 6455 §5.2); returns where
+        parsing resumes.
+
+        That is ``len(data)`` when the rest of the input is used up or must be ignored:
+        an incomplete header (kept in ``_buf``), a payload still arriving, a close frame.
+        """
+        n = len(data)
+        b1 = data[pos + 1] if n - pos > 1 else 0
+        length = b1 & 0x7F
+        hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if b1 & 0x80 else 0)
+        if n - pos < hlen or n - pos < 2:
+            self._buf = data[pos:]
+            return n
+        b0 = data[pos]
+        if length > 125:
+            length = _extended_length(data, pos, length)
+        if (self.role is Role.SERVER) != (b1 >= 0x80):
+            raise ProtocolError(
+                "masked frame from server (RFC 6455 §5.1)"
+                if b1 & 0x80
+                else "unmasked frame from client (RFC 6455 §5.1)"
+            )
+        key = data[pos + hlen - 4 : pos + hlen] if b1 & 0x80 else None
+        pos += hlen
+        opcode = b0 & 0x0F
+        if opcode < 8:
+            rsv = b0 & 0x70
+            if (rsv and (rsv != 0x40 or not opcode or self.deflate is None)) or opcode > OP_BINARY:
+                self._data_header_error(b0)
+            if opcode != OP_CONT:
+                if self._msg_opcode:
+                    raise ProtocolError("new data frame while a fragmented message is in progress")
+                self._msg_opcode = opcode
+                self._compressed = bool(rsv)
+                self._frame_credit = self._credit_start
+            elif not self._msg_opcode:
+                raise ProtocolError("continuation frame without a message to continue")
+            # Each frame costs FRAME_OVERHEAD bytes of credit and earns its payload length.
+            self._frame_credit += length - FRAME_OVERHEAD
+            if self._frame_credit < 0 or self._msg_size + length > self._fast_max:
+                self._check_sizes(length)
+        elif not (0x88 <= b0 <= 0x8A and length <= MAX_CONTROL_PAYLOAD):
+            _control_header_error(b0, length)
+        end = pos + length
+        if end > n:
+            frame = self._frame = _Frame(opcode, bool(b0 & 0x80), key, length)
+            frame.gather = opcode < 8 and self._msg_opcode == OP_BINARY and not self._compressed
+            return self._stream(data, pos, events)
+        payload = data[pos:end] if key is None else apply_mask(data[pos:end], key)
+        if opcode >= 8:
+            self._control(opcode, payload, events)
+            return n if self.close_received is not None else end
+        if b0 & 0x80 and opcode != OP_CONT and not self._compressed:
+            # A whole message in one frame: no need to gather or validate in pieces.
+            self._msg_opcode = 0
+            if self.close_sent is not None:
+                return end
+            if opcode == OP_TEXT:
+                try:
+                    events.append(TextMessage(payload.decode("utf-8")))
+                except UnicodeDecodeError:
+                    raise InvalidUTF8("text message is not valid UTF-8") from None
             else:
-                frame = self._frame = _Frame(opcode, fin, key, length)
-                frame.gather = opcode < 8 and self._msg_opcode == OP_BINARY and not self._compressed
+                events.append(BinaryMessage(payload))
+        else:
+            self._data_piece(payload, bool(b0 & 0x80), events)
+        return end
+
+    def _data_header_error(self, b0: int) -> NoReturn:
+        """Raise the error for a reserved data opcode, or RSV bits no extension allows."""
+        opcode = b0 & 0x0F
+        if opcode > OP_BINARY:
+            raise ProtocolError(f"reserved opcode {opcode:#x}")
+        if b0 & 0x70 != 0x40 or self.deflate is None:
+            raise ProtocolError("reserved bits set without a negotiated extension")
+        # RFC 7692 §6.1: RSV1 only on the first frame of a message.
+        raise ProtocolError("RSV1 set on a continuation frame")
+
+    def _check_sizes(self, length: int) -> None:
+        """Refuse a data frame over the frame limit, one that takes an uncompressed message
+        over the message limit (decided on the header, before the payload), or one more
+        frame than the message's fragment allowance pays for."""
+        limits = self._limits
+        if self._frame_credit < 0:
+            raise MessageTooBig(
+                f"message split into more than {limits.max_fragments} frames "
+                f"averaging under {FRAME_OVERHEAD} bytes"
+            )
+        if limits.max_frame_size is not None and length > limits.max_frame_size:
+            raise MessageTooBig(
+                f"frame of {length} bytes exceeds the limit of {limits.max_frame_size}"
+            )
+        if (
+            limits.max_message_size is not None
+            and not self._compressed
+            and self._msg_size + length > limits.max_message_size
+        ):
+            raise MessageTooBig(
+                f"message of more than {limits.max_message_size} bytes "
+                f"exceeds the limit of {limits.max_message_size}"
+            )
+
+    def _stream(self, data: bytes, pos: int, events: list[Event]) -> int:
+        """Take the next piece of the frame whose payload is arriving; returns where
+        parsing resumes (``len(data)`` after a close frame: nothing may follow it)."""
+        frame = self._frame
+        assert frame is not None
+        got = frame.received
+        take = min(frame.length - got, len(data) - pos)
+        piece = data[pos : pos + take]
+        pos += take
+        frame.received = got + take
+        done = frame.received == frame.length
+        if done:
+            self._frame = None
+        if frame.gather:
+            # Uncompressed binary: keep the wire pieces and unmask them into one buffer
+            # at the end (no UTF-8 to check early; one allocation).
+            frame.parts.append(piece)
+            if done:
+                parts = frame.parts
+                if frame.key is not None:
+                    piece = unmask_join(parts, frame.key)
+                else:
+                    piece = parts[0] if len(parts) == 1 else b"".join(parts)
+                self._data_piece(piece, frame.fin, events)
+            return pos
+        if frame.key is not None:
+            piece = apply_mask(piece, rotate_mask(frame.key, got))
+        if frame.opcode < 8:
+            self._data_piece(piece, done and frame.fin, events)
+        else:
+            # Control payloads are tiny (<= 125 bytes): keep them until complete.
+            frame.parts.append(piece)
+            if done:
+                self._control(frame.opcode, b"".join(frame.parts), events)
+                if self.close_received is not None:
+                    return len(data)
+        return pos
 
     def _data_piece(self, piece: bytes, last: bool, events: list[Event]) -> None:
         """Add a piece of a data message; ``last`` marks the end of the message."""
@@ -376,11 +464,9 @@ class Connection:
             if last:
                 self._discard_message()
             return
-        limits = self.limits
         if self._compressed:
             assert self.deflate is not None
-            max_size = limits.max_message_size
-            piece = self.deflate.decompress(piece, last, max_size)
+            piece = self.deflate.decompress(piece, last, self._limits.max_message_size)
         if piece:
             self._msg_size_add(len(piece))
             if self._msg_opcode == OP_TEXT:
@@ -395,12 +481,7 @@ class Connection:
         parts = self._msg_parts
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         utf8_state = self._utf8_state
-        self._msg_opcode = 0
-        self._msg_parts = []
-        self._msg_size = 0
-        self._fragments = 0
-        self._compressed = False
-        self._utf8_state = 0
+        self._discard_message()
         if opcode == OP_TEXT:
             if utf8_state != 0:
                 raise InvalidUTF8("text message ends inside a UTF-8 sequence")
@@ -410,7 +491,7 @@ class Connection:
 
     def _msg_size_add(self, size: int) -> None:
         self._msg_size += size
-        limit = self.limits.max_message_size
+        limit = self._limits.max_message_size
         if limit is not None and self._msg_size > limit:
             raise MessageTooBig(f"message exceeds the limit of {limit} bytes")
 
@@ -438,7 +519,6 @@ class Connection:
                 reply = None if code == CloseCode.NO_STATUS_RCVD else code
                 self._out.append(self._frame_bytes(OP_CLOSE, encode_close_payload(reply, "")))
                 self.close_sent = (code, "")
-            self.state = State.CLOSED
             self._discard_message()
             events.append(CloseReceived(code, reason))
 
@@ -454,14 +534,14 @@ class Connection:
                 self._frame_bytes(OP_CLOSE, encode_close_payload(exc.close_code, reason))
             )
             self.close_sent = (exc.close_code, reason)
-        self.state = State.CLOSING if self.close_received is None else State.CLOSED
         events.append(ProtocolViolation(exc))
 
     def _discard_message(self) -> None:
+        """Forget the data message in progress (delivered, discarded or failed)."""
         self._msg_opcode = 0
         self._msg_parts = []
         self._msg_size = 0
-        self._fragments = 0
+        self._frame_credit = 0
         self._compressed = False
         self._utf8_state = 0
 
@@ -595,7 +675,6 @@ class Connection:
         self._check_can_send()
         payload = encode_close_payload(code, reason)
         self.close_sent = (code if code is not None else CloseCode.NO_STATUS_RCVD, reason)
-        self.state = State.CLOSED if self.close_received is not None else State.CLOSING
         return self._frame_bytes(OP_CLOSE, payload)
 
     def send_preencoded(self, frame: bytes) -> bytes:

@@ -24,7 +24,8 @@ class Limits:
     max_message_size: int | None = 1 * MiB
     #: Largest single frame payload accepted, in bytes (as on the wire). Exceeding it: 1009.
     max_frame_size: int | None = 1 * MiB
-    #: Most frames one fragmented message may span. Exceeding it: 1009.
+    #: Frames one fragmented message may span whatever their size; beyond it each frame
+    #: must bring 64 payload bytes on average (connection.FRAME_OVERHEAD). Exceeding: 1009.
     max_fragments: int | None = 1024
     #: Largest opening-handshake head (request or response line plus headers), in bytes.
     #: Exceeding it: 431 on the server, HandshakeFailed on the client.

@@ -32,8 +32,10 @@ from fullduplex.protocol.errors import (
     ProtocolError,
 )
 from fullduplex.protocol.events import (
+    BinaryMessage,
     Event,
     ProtocolViolation,
+    TextMessage,
 )
 from fullduplex.protocol.extensions import parse_extensions
 from fullduplex.protocol.limits import Limits
@@ -997,6 +999,56 @@ class TestLimits:
         conn = side.conn(limits=limits)
         events = conn.receive_data(five + five)
         assert norm(events) == [("TextMessage", "abbbc"), ("TextMessage", "abbbc")]
+
+    def test_large_message_in_small_fragments(self, side: Side) -> None:
+        """4 MiB in 64-byte frames (65,537 frames) fits a 16 MiB message limit: the
+        fragment allowance grows with the payload the frames carry."""
+        limits = Limits(max_message_size=16 * 1024 * 1024)
+        assert limits.max_fragments is not None and limits.max_fragments < 65537
+        chunk = bytes(range(64))
+        first = side.frame(0x2, chunk, fin=False)
+        middle = side.frame(0x0, chunk, fin=False)
+        data = first + middle * 65535 + side.frame(0x0, b"")
+        conn = side.conn(limits=limits)
+        events: list[Event] = []
+        for i in range(0, len(data), 65536):
+            events += conn.receive_data(data[i : i + 65536])
+        assert len(events) == 1 and isinstance(events[0], BinaryMessage)
+        assert events[0].data == chunk * 65536
+
+    @pytest.mark.parametrize("size", [0, 1, 16, 63])
+    def test_tiny_fragments_still_refused(self, side: Side, size: int) -> None:
+        """Frames carrying under FRAME_OVERHEAD bytes on average use up the allowance:
+        the message fails with 1009 after at most max_fragments + (payload / 64) frames,
+        however large the message limit."""
+        limits = Limits(max_message_size=16 * 1024 * 1024, max_fragments=1024)
+        overhead = connection_module.FRAME_OVERHEAD
+        conn = side.conn(limits=limits)
+        assert conn.receive_data(side.frame(0x2, b"x" * size, fin=False)) == []
+        frame = side.frame(0x0, b"x" * size, fin=False)
+        accepted = 1
+        events: list[Event] = []
+        while accepted < 70000:
+            events = conn.receive_data(frame)
+            if events:
+                break
+            accepted += 1
+        assert_failed(side, conn, events, 1009)
+        # Each frame costs 64 - size bytes of an allowance of max_fragments * 64.
+        assert accepted == 1024 * overhead // (overhead - size)
+        assert accepted <= 1024 + accepted * size // overhead
+
+    def test_fragment_allowance_at_64_bytes(self, side: Side) -> None:
+        """Frames of exactly FRAME_OVERHEAD bytes never run out of allowance; the message
+        limit is what ends such a message."""
+        limits = Limits(max_message_size=64 * 5000, max_fragments=2)
+        chunk = b"y" * connection_module.FRAME_OVERHEAD
+        data = side.frame(0x1, chunk, fin=False) + side.frame(0x0, chunk, fin=False) * 4998
+        conn = side.conn(limits=limits)
+        assert conn.receive_data(data + side.frame(0x0, chunk)) == [TextMessage("y" * 320000)]
+        conn = side.conn(limits=limits)
+        extra = side.frame(0x0, chunk, fin=False) + side.frame(0x0, b"z")
+        assert_failed(side, conn, conn.receive_data(data + extra), 1009)
 
     def test_limits_after_a_message_do_not_carry_over(self, side: Side) -> None:
         limits = Limits(max_message_size=100, max_frame_size=None)
