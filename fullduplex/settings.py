@@ -210,7 +210,11 @@ class Settings(MutableMapping[str, Any]):
     )
     websocket_max_fragments: int | None = field(
         default=_PROTOCOL.max_fragments,
-        metadata=_doc("most frames in one fragmented message; more: close 1009", group=_WS),
+        metadata=_doc(
+            "fragment allowance: each frame of a message costs 64 bytes of an allowance of "
+            "this many frames, payload bytes refill it; exhausted: close 1009",
+            group=_WS,
+        ),
     )
     websocket_max_queue: int = field(
         default=32,
