@@ -28,6 +28,7 @@ _EXPORTS = {
     "WebSocketClosedError": ".server.websocket",
     "RoomHandler": ".server.rooms",
     "WebSocket": ".endpoint",
+    "PeriodicCallback": ".periodic",
     "WebsocketConsumer": ".consumers",
     "AsyncWebsocketConsumer": ".consumers",
     "WebSocketClientConnection": ".client",
@@ -79,6 +80,9 @@ if TYPE_CHECKING:
     )
     from .endpoint import (
         WebSocket as WebSocket,
+    )
+    from .periodic import (
+        PeriodicCallback as PeriodicCallback,
     )
     from .protocol.deflate import (
         DeflateOptions as DeflateOptions,

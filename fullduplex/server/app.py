@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -38,8 +38,10 @@ from ..protocol.limits import Limits
 from ..settings import DEFAULTS, Settings
 from . import process
 from .http import HTTPConfig, HTTPConnection, HTTPRequest, ManagedConnection
+from .listen import listen
 from .routing import Route, Router, RouteSpec
 from .static import StaticFileHandler, file_version
+from .views import subprotocol_selector
 from .web import ErrorHandler, RequestHandler
 from .websocket import function_view_handler
 
@@ -55,19 +57,20 @@ DEFAULT_SETTINGS: Final = DEFAULTS
 
 Hook = Callable[["App"], Awaitable[None] | None]
 _HC = TypeVar("_HC", bound=type[RequestHandler])
-_View = TypeVar("_View", bound=Callable[..., Awaitable[Any]])
+_View = TypeVar("_View", bound=Callable[..., Any])
 
 
-def _handler_class(handler: Any) -> type[RequestHandler]:
+def _handler_class(handler: Any, pattern: str | None = None) -> type[RequestHandler]:
     """Accept a RequestHandler subclass, an object naming one in ``__handler_class__``,
-    or an ``async def view(ws)`` function (wrapped as a WebSocket function view)."""
+    or a ``view(ws)`` function, async or plain (wrapped as a WebSocket function view,
+    its signature checked against ``pattern``'s path parameters)."""
     if isinstance(handler, type) and issubclass(handler, RequestHandler):
         return handler
     cls = getattr(handler, "__handler_class__", None)
     if isinstance(cls, type) and issubclass(cls, RequestHandler):
         return cls
-    if inspect.iscoroutinefunction(handler):
-        return function_view_handler(handler)
+    if inspect.iscoroutinefunction(handler) or inspect.isfunction(handler):
+        return function_view_handler(handler, pattern=pattern)
     raise TypeError(f"route handler must be a RequestHandler subclass, not {handler!r}")
 
 
@@ -106,7 +109,8 @@ class App:
         self._shutting_down = False
         for spec in routes:
             if isinstance(spec, Route):
-                self.router.add(Route(spec.pattern, _handler_class(spec.handler), spec.kwargs))
+                handler_class = _handler_class(spec.handler, spec.pattern)
+                self.router.add(Route(spec.pattern, handler_class, spec.kwargs))
             else:
                 pattern, handler, *rest = spec
                 kwargs = rest[0] if rest else {}
@@ -132,13 +136,33 @@ class App:
 
     def add_route(self, pattern: str, handler: Any, **kwargs: Any) -> Route:
         """Append a route; ``kwargs`` are passed to the handler's ``initialize()``."""
-        return self.router.add(Route(pattern, _handler_class(handler), kwargs))
+        return self.router.add(Route(pattern, _handler_class(handler, pattern), kwargs))
 
-    def websocket(self, pattern: str, **kwargs: Any) -> Callable[[_View], _View]:
-        """Decorator registering ``async def view(ws)`` as a WebSocket function view."""
+    def websocket(
+        self,
+        pattern: str,
+        *,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: Callable[[list[str]], str | None] | None = None,
+        **kwargs: Any,
+    ) -> Callable[[_View], _View]:
+        """Decorator registering ``async def view(ws)`` (or a blocking ``def view(ws)``,
+        run in a thread) as a WebSocket function view. The view's signature is checked
+        against the pattern's path parameters here, not at the first client.
+
+        ``subprotocols``: the server's, most preferred first (the first one the client
+        also offers is chosen); or ``select_subprotocol(offered) -> name | None``.
+        """
+        subprotocol_selector(subprotocols, select_subprotocol)  # bad arguments fail here
 
         def decorator(view: _View) -> _View:
-            self.router.add(Route(pattern, function_view_handler(view), kwargs))
+            handler = function_view_handler(
+                view,
+                pattern=pattern,
+                subprotocols=subprotocols,
+                select_subprotocol=select_subprotocol,
+            )
+            self.router.add(Route(pattern, handler, kwargs))
             return view
 
         return decorator
@@ -386,6 +410,25 @@ class App:
                 backlog=backlog,
             )
         return Server(self, server, secure=ssl is not None)
+
+    def listen(
+        self,
+        port: int,
+        address: str = "",
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> Server:
+        """Tornado style: serve on ``address:port`` ("" = every interface) on the current
+        event loop, and return the :class:`Server` at once.
+
+        Called inside a running loop (``app.listen(8888)`` then
+        ``await asyncio.Event().wait()``) the port is bound now and accepting starts at
+        the loop's next turn; called outside one, the server starts on the thread's
+        current loop, which you then run (``asyncio.get_event_loop().run_forever()``).
+        """
+        return listen(self, port, address, ssl, reuse_port, backlog)
 
     def run(
         self,

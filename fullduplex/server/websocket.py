@@ -19,7 +19,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -37,6 +37,7 @@ from ..transports.base import (
     MessageConnection,
     send_then_drain,
 )
+from .views import check_view_signature, run_blocking_view, subprotocol_selector
 from .web import RequestHandler
 
 __all__ = [
@@ -337,17 +338,36 @@ class WebSocketHandler(RequestHandler):
         return self._handshake_headers()
 
 
-def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[WebSocketHandler]:
+def function_view_handler(
+    view: Callable[..., Awaitable[Any] | None],
+    *,
+    pattern: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    select_subprotocol: Callable[[list[str]], str | None] | None = None,
+) -> type[WebSocketHandler]:
     """Wrap ``async def view(ws)`` as a handler class for the route table.
 
     The view runs as one task with a :class:`~fullduplex.endpoint.WebSocket`
     (``await ws.receive()``, ``await ws.send()``, ``async for``); when it returns the
-    connection is closed with 1000, when it raises with 1011.
+    connection is closed with 1000, when it raises with 1011. A plain ``def view(ws)``
+    runs in a thread with blocking calls (:mod:`fullduplex.server.views`). With
+    ``pattern`` the view's signature is checked against the route's path parameters
+    now; ``subprotocols`` / ``select_subprotocol`` choose the view's subprotocol.
     """
+    if pattern is not None:
+        check_view_signature(view, pattern)
+    selector = subprotocol_selector(subprotocols, select_subprotocol)
+    if not inspect.iscoroutinefunction(view):
+        view = run_blocking_view(view)
 
     class FunctionView(WebSocketHandler):
         _view = staticmethod(view)
         ws: WebSocket | None = None
+
+        if selector is not None:
+
+            def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+                return selector(subprotocols)
 
         def open(self, *args: Any, **kwargs: Any) -> None:
             assert self.engine is not None
@@ -361,9 +381,9 @@ def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[W
             connection = self.connection
             try:
                 if args or kwargs:
-                    await self._view(self.ws, *args, **kwargs)
+                    await self._view(self.ws, *args, **kwargs)  # type: ignore[misc]
                 else:
-                    await self._view(self.ws)
+                    await self._view(self.ws)  # type: ignore[misc]
             except ConnectionClosed:
                 pass
             except Exception:
