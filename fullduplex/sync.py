@@ -10,7 +10,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .client import WebSocketClientConnection
 from .client import websocket_connect as _async_connect
@@ -50,10 +50,16 @@ class _LoopThread:
             raise
 
 
+class Runner(Protocol):
+    """What runs a blocking connection's calls: an event loop in another thread."""
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T: ...
+
+
 class WebSocketConnection:
     """Blocking twin of :class:`~fullduplex.client.WebSocketClientConnection`."""
 
-    def __init__(self, conn: WebSocketClientConnection, runner: _LoopThread) -> None:
+    def __init__(self, conn: WebSocketClientConnection, runner: Runner) -> None:
         self._conn = conn
         self._run = runner.run
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -100,6 +101,7 @@ async def websocket_connect(
     close_timeout: float = DEFAULTS.websocket_close_timeout,
     max_queue: int = DEFAULTS.websocket_max_queue,
     limits: Limits | None = None,
+    sock: socket.socket | None = None,
 ) -> WebSocketClientConnection:
     """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
 
@@ -108,7 +110,9 @@ async def websocket_connect(
     :class:`HandshakeFailed` (with the server's status, headers and body) when the
     server refuses, :class:`TimeoutError` after ``open_timeout`` seconds. The limits
     and timeouts default to the server's ``websocket_*`` settings
-    (:mod:`fullduplex.settings`); ``limits`` replaces ``max_message_size``.
+    (:mod:`fullduplex.settings`); ``limits`` replaces ``max_message_size``. ``sock``:
+    an already connected socket to speak over (a Unix socket, one end of a socket
+    pair); the URL then gives only the ``Host`` and the path.
     """
     if isinstance(headers, dict):
         headers = list(headers.items())
@@ -144,12 +148,14 @@ async def websocket_connect(
 
     async def connect() -> WebSocketClientConnection:
         host = handshake.host.strip("[]")
+        where: dict[str, Any] = (
+            {"sock": sock} if sock is not None else {"host": host, "port": handshake.port}
+        )
         _, protocol = await loop.create_connection(
             lambda: _HandshakeProtocol(handshake, options, name),
-            host,
-            handshake.port,
             ssl=ssl or None,
             server_hostname=host if ssl else None,
+            **where,
         )
         assert isinstance(protocol, _HandshakeProtocol)
         try:

@@ -26,6 +26,7 @@ from fullduplex.server import (
     create_signed_value,
     decode_signed_value,
 )
+from fullduplex.testing import TestClient
 
 if TYPE_CHECKING:
     from conftest import Kit
@@ -85,51 +86,42 @@ def test_router_matching_rules() -> None:
         Route("no-slash", Args)
 
 
-def test_routing_over_http(kit: Kit) -> None:
-    async def main() -> None:
-        app = App(
-            [
-                (r"/user/(\w+)/(\d+)?", Args),
-                ("/room/{room}/msg/{id:\\d+}", Args),
-                ("/post", OnlyPost),
-                ("/hi/{name}", Greet, {"greeting": "hello"}),
-            ]
-        )
-        app.add_route("/added", Args)
+def test_routing_over_http() -> None:
+    # in-process (fullduplex.testing): routing, not sockets, is under test here
+    app = App(
+        [
+            (r"/user/(\w+)/(\d+)?", Args),
+            ("/room/{room}/msg/{id:\\d+}", Args),
+            ("/post", OnlyPost),
+            ("/hi/{name}", Greet, {"greeting": "hello"}),
+        ]
+    )
+    app.add_route("/added", Args)
 
-        @app.route("/decorated")
-        class Decorated(RequestHandler):
-            def get(self) -> None:
-                self.write("decorated")
+    @app.route("/decorated")
+    class Decorated(RequestHandler):
+        def get(self) -> None:
+            self.write("decorated")
 
-        async with kit.serve(app) as server, aiohttp.ClientSession(server.url) as http:
-            async with http.get("/user/bob/42") as r:
-                assert await r.json() == {"args": ["bob", "42"], "kwargs": {}}
-            async with http.get("/user/bob/") as r:
-                assert await r.json() == {"args": ["bob", None], "kwargs": {}}
-            async with http.get("/room/lobby/msg/7") as r:
-                assert await r.json() == {"args": [], "kwargs": {"room": "lobby", "id": "7"}}
-            async with http.get("/hi/%C3%A9") as r:
-                assert await r.text() == "hello, \u00e9"
-            async with http.get("/added") as r:
-                assert r.status == 200
-            async with http.get("/decorated") as r:
-                assert await r.text() == "decorated"
-            async with http.get("/nowhere") as r:
-                assert r.status == 404
-                assert "404 Not Found" in await r.text()
-            async with http.get("/post") as r:
-                assert r.status == 405
-                assert r.headers["Allow"] == "POST"
-            async with http.delete("/user/a/1") as r:
-                assert r.status == 405
-                assert r.headers["Allow"] == "GET, HEAD"
-            async with http.request("PROPFIND", "/post") as r:  # not a supported method
-                assert r.status == 405
-            async with http.request("BREW", "/post") as r:  # not even a known one
-                assert r.status == 400
-
-    kit.run(main())
+    with TestClient(app) as http:
+        assert http.get("/user/bob/42").json() == {"args": ["bob", "42"], "kwargs": {}}
+        assert http.get("/user/bob/").json() == {"args": ["bob", None], "kwargs": {}}
+        r = http.get("/room/lobby/msg/7")
+        assert r.json() == {"args": [], "kwargs": {"room": "lobby", "id": "7"}}
+        assert http.get("/hi/%C3%A9").text == "hello, \u00e9"
+        assert http.get("/added").status_code == 200
+        assert http.get("/decorated").text == "decorated"
+        r = http.get("/nowhere")
+        assert r.status_code == 404
+        assert "404 Not Found" in r.text
+        r = http.get("/post")
+        assert r.status_code == 405
+        assert r.headers["allow"] == "POST"
+        r = http.delete("/user/a/1")
+        assert r.status_code == 405
+        assert r.headers["allow"] == "GET, HEAD"
+        assert http.request("PROPFIND", "/post").status_code == 405  # not a supported method
+        assert http.request("BREW", "/post").status_code == 400  # not even a known one
 
 
 # ---------------------------------------------------------------------- handler API
@@ -195,64 +187,53 @@ class Teapot(RequestHandler):
         raise HTTPError(418, "short and stout <b>")
 
 
-def test_handler_api(kit: Kit) -> None:
-    async def main() -> None:
-        app = App(
-            [
-                ("/api", Api),
-                ("/headers", Headers_),
-                ("/inject", Inject),
-                ("/redirect", Redirect),
-                ("/life", Lifecycle),
-                ("/teapot", Teapot),
-            ]
-        )
-        async with kit.serve(app) as server, aiohttp.ClientSession(server.url) as http:
-            async with http.get("/api?name=+ann+&tag=a&tag=b") as r:
-                assert r.headers["Content-Type"] == "application/json; charset=UTF-8"
-                assert await r.json() == {"name": "ann", "tags": ["a", "b"], "missing": None}
-            async with http.get("/api") as r:
-                assert r.status == 400
-                assert "missing argument" in await r.text()
-            async with http.post("/api?q=1", data={"field": "v<"}) as r:
-                assert await r.json() == {"form": "v<", "q": "1"}
-            async with http.post("/api", json={"a": [1, 2]}) as r:
-                assert await r.json() == {"json": {"a": [1, 2]}}
-            async with http.post(
-                "/api", data=b"{nope", headers={"Content-Type": "application/json"}
-            ) as r:
-                assert r.status == 400
-                assert "not valid JSON" in await r.text()
-            async with http.get("/headers") as r:
-                assert r.status == 201
-                assert r.headers["X-One"] == "1"
-                assert r.headers.getall("X-Multi") == ["a", "b"]
-                assert "X-Gone" not in r.headers
-                assert r.headers["Content-Type"] == "text/plain"
-                assert await r.text() == "made"
-            async with http.get("/inject") as r:
-                assert r.status == 500
-                assert "pwned" not in r.headers.get("Set-Cookie", "")
-            async with http.get("/redirect", allow_redirects=False) as r:
-                assert r.status == 302 and r.headers["Location"] == "/target"
-            async with http.get("/redirect?p=1", allow_redirects=False) as r:
-                assert r.status == 301
-            Lifecycle.calls.clear()
-            async with http.get("/life") as r:
-                assert await r.text() == "from get"
-            async with http.get("/life?stop=1") as r:
-                assert await r.text() == "stopped in prepare"
-            assert Lifecycle.calls == ["prepare", "get", "finish", "prepare", "finish"]
-            async with http.get("/teapot") as r:
-                assert r.status == 418
-                text = await r.text()
-                assert "short and stout &lt;b&gt;" in text  # the reason is escaped
-            async with http.head("/api?name=x") as r:  # HEAD runs GET, without a body
-                assert r.status == 200
-                assert int(r.headers["Content-Length"]) > 0
-                assert await r.read() == b""
-
-    kit.run(main())
+def test_handler_api() -> None:
+    app = App(
+        [
+            ("/api", Api),
+            ("/headers", Headers_),
+            ("/inject", Inject),
+            ("/redirect", Redirect),
+            ("/life", Lifecycle),
+            ("/teapot", Teapot),
+        ]
+    )
+    with TestClient(app) as http:
+        r = http.get("/api?name=+ann+&tag=a&tag=b")
+        assert r.headers["content-type"] == "application/json; charset=UTF-8"
+        assert r.json() == {"name": "ann", "tags": ["a", "b"], "missing": None}
+        r = http.get("/api")
+        assert r.status_code == 400
+        assert "missing argument" in r.text
+        assert http.post("/api?q=1", data={"field": "v<"}).json() == {"form": "v<", "q": "1"}
+        assert http.post("/api", json={"a": [1, 2]}).json() == {"json": {"a": [1, 2]}}
+        r = http.post("/api", content=b"{nope", headers={"Content-Type": "application/json"})
+        assert r.status_code == 400
+        assert "not valid JSON" in r.text
+        r = http.get("/headers")
+        assert r.status_code == 201
+        assert r.headers["x-one"] == "1"
+        assert [v for n, v in r.header_list if n == "X-Multi"] == ["a", "b"]
+        assert "x-gone" not in r.headers
+        assert r.headers["content-type"] == "text/plain"
+        assert r.text == "made"
+        r = http.get("/inject")
+        assert r.status_code == 500
+        assert "pwned" not in r.headers.get("set-cookie", "")
+        r = http.get("/redirect")  # the test client does not follow redirects
+        assert r.status_code == 302 and r.headers["location"] == "/target"
+        assert http.get("/redirect?p=1").status_code == 301
+        Lifecycle.calls.clear()
+        assert http.get("/life").text == "from get"
+        assert http.get("/life?stop=1").text == "stopped in prepare"
+        assert Lifecycle.calls == ["prepare", "get", "finish", "prepare", "finish"]
+        r = http.get("/teapot")
+        assert r.status_code == 418
+        assert "short and stout &lt;b&gt;" in r.text  # the reason is escaped
+        r = http.head("/api?name=x")  # HEAD runs GET, without a body
+        assert r.status_code == 200
+        assert int(r.headers["content-length"]) > 0
+        assert r.content == b""
 
 
 class Boom(RequestHandler):
