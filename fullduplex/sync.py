@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from .client import WebSocketClientConnection
 from .client import websocket_connect as _async_connect
 from .engine import Message
+from .threadsafe import run_in_loop
 
 __all__ = ["WebSocketConnection", "websocket_connect"]
 
@@ -42,12 +43,7 @@ class _LoopThread:
             return cls._instance
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return run_in_loop(self.loop, coro, timeout)
 
 
 class Runner(Protocol):

@@ -185,6 +185,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> str:
     return err.decode("utf-8", "replace")
 
 
+def _run_to_end(snippet: Snippet, proc: subprocess.Popen[bytes]) -> None:
+    """Wait (60 s at most) for a script or client block; it must exit with 0."""
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, f"{snippet.id} exited {proc.returncode}:\n{err.decode()}"
+
+
 def _probe(port: int, how: str) -> None:
     scheme, _, path = how.partition(" ")
     path = path or "/"
@@ -219,13 +230,7 @@ def _probe(port: int, how: str) -> None:
 def test_snippet_runs(snippet: Snippet, tmp_path: Path) -> None:
     port = free_port()
     if snippet.kind == "script":
-        proc = _start(snippet.code, tmp_path, port, "snippet.py")
-        try:
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 0, f"{snippet.id} exited {proc.returncode}:\n{err.decode()}"
+        _run_to_end(snippet, _start(snippet.code, tmp_path, port, "snippet.py"))
         return
     if snippet.kind == "server":
         proc = _start(snippet.code, tmp_path, port, "server.py")
@@ -247,13 +252,7 @@ def test_snippet_runs(snippet: Snippet, tmp_path: Path) -> None:
     try:
         _wait_listening(server, port)
         code = ADDRESS.sub(f"127.0.0.1:{port}", snippet.code)
-        client = _start(code, tmp_path, port, "client.py")
-        try:
-            _, err = client.communicate(timeout=60)
-        finally:
-            if client.poll() is None:
-                client.kill()
-        assert client.returncode == 0, f"{snippet.id} exited {client.returncode}:\n{err.decode()}"
+        _run_to_end(snippet, _start(code, tmp_path, port, "client.py"))
     finally:
         server_err = _stop(server)
     assert "Traceback" not in server_err, server_err

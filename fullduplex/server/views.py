@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from ..endpoint import WebSocket
 from ..engine import Message
 from ..protocol.errors import ConnectionClosed
+from ..threadsafe import run_in_loop
 from .routing import _compile
 
 __all__ = [
@@ -121,12 +122,7 @@ class BlockingWebSocket:
         if threading.get_ident() == self._loop_thread:
             coro.close()
             raise RuntimeError("blocking WebSocket calls cannot run on the event loop's thread")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return run_in_loop(self._loop, coro, timeout)
 
     def receive(self, timeout: float | None = None) -> Message:
         """The next message (``str`` or ``bytes``); ConnectionClosed once closed,

@@ -42,6 +42,7 @@ import httptools
 from ..client import WebSocketClientConnection
 from ..client import websocket_connect as _websocket_connect
 from ..sync import WebSocketConnection
+from ..threadsafe import run_in_loop
 
 if TYPE_CHECKING:
     from ..server.app import App
@@ -323,12 +324,7 @@ class TestClient:
         if self._loop is None:
             coro.close()
             raise RuntimeError("use the TestClient in a `with` block")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return run_in_loop(self._loop, coro, timeout)
 
     def __enter__(self) -> TestClient:
         loop = asyncio.new_event_loop()
