@@ -186,12 +186,15 @@ def run_blocking_view(view: Callable[..., Any]) -> Callable[..., Awaitable[None]
             blocking = BlockingWebSocket(ws, loop, threading.get_ident())
 
             def target() -> None:
+                outcome: BaseException | None = None
                 try:
                     view(blocking, *args, **kwargs)
                 except BaseException as exc:
-                    loop.call_soon_threadsafe(_settle, done, exc)
-                else:
-                    loop.call_soon_threadsafe(_settle, done, None)
+                    outcome = exc
+                try:
+                    loop.call_soon_threadsafe(_settle, done, outcome)
+                except RuntimeError:
+                    pass  # the loop is closed: nobody waits for this view any more
 
             # a daemon thread: a view blocked forever never holds the process at exit
             thread = threading.Thread(target=target, name=f"view {_view_name(view)}", daemon=True)

@@ -110,8 +110,11 @@ def test_periodic_callback_ticks_on_a_grid_without_drift() -> None:
         return [t - start for t in times]
 
     offsets = run(main())
-    # tick n is at (n + 1) * 0.1 s from the start, not (n + 1) * 0.12
-    assert abs(offsets[9] - 1.0) < 0.08, offsets
+    # tick n is due at (n + 1) * 0.1 s from the start; a drifting timer (sleep 0.1 after
+    # each 0.02 s callback) would be (n + 1) * 0.02 s later, 0.12 s late by the 6th tick.
+    lateness = sorted(offset - (n + 1) * 0.1 for n, offset in enumerate(offsets))
+    assert lateness[0] > -0.005, offsets  # never early
+    assert lateness[5] < 0.05, offsets  # the median tick is on time (load may delay a few)
 
 
 def test_periodic_async_callback_never_overlaps_and_skips_missed_ticks() -> None:
@@ -140,7 +143,7 @@ def test_periodic_async_callback_never_overlaps_and_skips_missed_ticks() -> None
     # one run per 0.3 s (0.25 s of work, then the next grid point): about 3 in 1 s, not 10
     assert 2 <= count <= 4, starts
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(0.27 < g < 0.4 for g in gaps), gaps
+    assert all(0.27 < g < 0.6 for g in gaps), gaps  # the grid point after each 0.25 s run
 
 
 def test_periodic_callback_errors_are_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
