@@ -1213,7 +1213,9 @@ async def _serve_until_signal(
     signals: tuple[signal.Signals, ...],
     serve_kwargs: dict[str, Any],
 ) -> None:
-    server = await serve_asgi(app, host, port, **serve_kwargs)
-    await process.wait_for_signal(
-        server, f"serving ASGI app on http://{host or '0.0.0.0'}:{server.port}", signals
-    )
+
+    async def start() -> tuple[ASGIServer, str]:
+        server = await serve_asgi(app, host, port, **serve_kwargs)
+        return server, f"serving ASGI app on http://{host or '0.0.0.0'}:{server.port}"
+
+    await process.start_until_signal(start, signals)

@@ -33,6 +33,7 @@ __all__ = [
     "run",
     "run_workers",
     "serve_until_signal",
+    "start_until_signal",
     "tune_malloc",
     "wait_for_signal",
 ]
@@ -153,10 +154,13 @@ async def serve_until_signal(
 ) -> None:
     """Serve until one of ``signals`` arrives, then shut down gracefully; a second
     signal aborts every connection."""
-    server = await app.serve(host, port, ssl=ssl, **serve_kwargs)
-    scheme = "https" if ssl else "http"
-    banner = f"serving on {scheme}://{host or '0.0.0.0'}:{server.port}"
-    await wait_for_signal(server, banner, signals)
+
+    async def start() -> tuple[Stoppable, str]:
+        server = await app.serve(host, port, ssl=ssl, **serve_kwargs)
+        scheme = "https" if ssl else "http"
+        return server, f"serving on {scheme}://{host or '0.0.0.0'}:{server.port}"
+
+    await start_until_signal(start, signals)
 
 
 class Stoppable(Protocol):
@@ -203,13 +207,33 @@ async def wait_for_signal(
 ) -> None:
     """Log ``banner``, wait for one of ``signals``, then shut ``server`` down gracefully;
     a second signal aborts every connection."""
+
+    async def started() -> tuple[Stoppable, str]:
+        return server, banner
+
+    await start_until_signal(started, signals)
+
+
+async def start_until_signal(
+    start: Callable[[], Awaitable[tuple[_S, str]]],
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """Install the signal handlers, then ``start()`` the server (which returns it and
+    its banner), wait for a signal and shut it down gracefully; a second signal aborts
+    every connection.
+
+    The handlers go in before the socket listens: a supervisor that signals as soon
+    as the port answers must get a graceful shutdown, not the default action.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    running: list[Stoppable] = []
 
     def on_signal() -> None:
         if stop.is_set():
             server_log.warning("second signal: aborting all connections")
-            server.abort()
+            for server in running:
+                server.abort()
         stop.set()
 
     installed = []
@@ -219,12 +243,16 @@ async def wait_for_signal(
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
-    server_log.info("%s", banner)
     try:
-        await stop.wait()
+        server, banner = await start()
+        running.append(server)
+        server_log.info("%s", banner)
+        try:
+            await stop.wait()
+        finally:
+            server_log.info("shutting down")
+            await server.shutdown()
     finally:
-        server_log.info("shutting down")
-        await server.shutdown()
         for sig in installed:
             loop.remove_signal_handler(sig)
 
