@@ -206,6 +206,7 @@ class HTTPClientSession(HTTPSessionBase):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._peer_close: tuple[int, str] | None = None  # the server's close record
 
     def start(self) -> None:
         """Start the receiving and posting loops."""
@@ -330,6 +331,9 @@ class HTTPClientSession(HTTPSessionBase):
                 self._out_bytes -= sum(len(r) for r in batch)
                 self._acked = max(self._acked, ack)
                 self._wake_drainers()
+                if self._peer_close is not None and not self._out and ack >= self._seen:
+                    self._finish(*self._peer_close)
+                    return
         except _Gone as exc:
             logger.info("session %s: %s", self.id, exc)
             self._finish(1006, "")
@@ -377,7 +381,7 @@ class HTTPClientSession(HTTPSessionBase):
         attempt = 0
         last_success = self.loop.time()
         idle = (self._poll_timeout if self.transport_name == "polling" else self._heartbeat) + 10
-        while not self.closed:
+        while not self.closed and self._peer_close is None:
             await self._resumed.wait()
             query = f"fd_session={quote(self.id)}&fd_ack={self._seen}"
             headers = list(self._headers)
@@ -432,7 +436,7 @@ class HTTPClientSession(HTTPSessionBase):
                 record = parse_record(line)
                 if record is not None:
                     await self._handle(record)
-                    if self.closed:
+                    if self.closed or self._peer_close is not None:
                         return
 
     async def _handle(self, record: Record) -> None:
@@ -446,10 +450,12 @@ class HTTPClientSession(HTTPSessionBase):
             self._schedule_ack()
             return
         self._seen = record.seq
+        # Over once our echo and the acknowledgement of this record are posted (as a
+        # WebSocket client's close completes after the server has read its echo).
+        self._peer_close = (record.code or 1005, record.reason)
         if not self._closing:
-            self.close(record.code, record.reason)  # answer with our close record
-        self._finish(record.code or 1005, record.reason)
-        self._wakeup.set()  # post the acknowledgement of the server's close
+            self.close(record.code, "")  # echo the code, as a WebSocket peer does
+        self._wakeup.set()
 
 
 def _sse_data(event: bytes) -> bytes | None:

@@ -178,7 +178,8 @@ async def _open(handler: WebSocketHandler, transport: str) -> None:
     try:
         offer = handler.check_request()
     except HandshakeRejected as exc:
-        logger.info("rejected %s session for %s: %s", transport, handler.request.path, exc.reason)
+        log = logger.warning if exc.status == 403 else logger.info
+        log("rejected %s session for %s: %s", transport, handler.request.path, exc.reason)
         _error(handler, exc.status, exc.reason or "rejected")
         return
     offered = offer.subprotocols
@@ -220,11 +221,11 @@ async def _session_request(handler: WebSocketHandler, session_id: str) -> None:
         return
     session.begin_request()
     try:
-        session.acknowledge(ack)
         if request.method == "GET":
+            session.acknowledge(ack)
             await _receive(handler, session, ack)
         elif request.method == "POST":
-            await _post(handler, session)
+            await _post(handler, session, ack)
         else:
             _error(handler, 405, "a session takes GET and POST")
     finally:
@@ -282,8 +283,9 @@ async def _receive(handler: WebSocketHandler, session: HTTPSession, ack: int) ->
         handler.finish()
 
 
-async def _post(handler: WebSocketHandler, session: HTTPSession) -> None:
-    """The client's records (or just its acknowledgement): taken once each, in order."""
+async def _post(handler: WebSocketHandler, session: HTTPSession, ack: int) -> None:
+    """The client's records (or just its acknowledgement): taken once each, in order;
+    the acknowledgement after them (a close echo is seen before the close it ends)."""
     body = handler.request.body
     if len(body) > session.config.max_post:
         _error(handler, 413, f"a POST carries at most {session.config.max_post} bytes")
@@ -294,6 +296,7 @@ async def _post(handler: WebSocketHandler, session: HTTPSession) -> None:
     except RecordError as exc:
         _error(handler, 400, str(exc))
         return
+    session.acknowledge(ack)
     handler.set_status(204)
     handler.finish()
 
