@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .app import App
     from .websocket import WebSocketHandler
 
-__all__ = ["FRAMINGS", "SessionRegistry", "registry_for", "serve_fallback"]
+__all__ = ["FRAMINGS", "SessionRegistry", "app_query", "registry_for", "serve_fallback"]
 
 logger = logging.getLogger("fullduplex.fallback")
 
@@ -116,6 +116,14 @@ def registry_for(app: App) -> SessionRegistry:
     if registry is None:
         registry = _registries[app] = SessionRegistry(app)
     return registry
+
+
+def app_query(query: str) -> str:
+    """The query string without the fallback's own ``fd_`` parameters: what the
+    application put in the URL, whatever the transport."""
+    if "fd_" not in query:
+        return query
+    return "&".join(p for p in query.split("&") if not p.startswith("fd_"))
 
 
 def _arg(handler: WebSocketHandler, name: str) -> str | None:

@@ -555,7 +555,8 @@ def test_origin_same_origin_allowed_other_rejected_403_logged(
 def test_allowed_origins_setting_opens_listed_origin_only(transport: str) -> None:
     async def main() -> None:
         async with serving([("/", Echo)], allowed_origins=["https://example.com"]) as server:
-            async with await connect(server, transport=transport, origin="https://example.com") as c:
+            origin = "https://example.com"
+            async with await connect(server, transport=transport, origin=origin) as c:
                 await c.send("ok")
                 assert await c.receive() == "ok"
             with pytest.raises(HandshakeFailed) as info:
