@@ -266,7 +266,7 @@ class HTTPClientSession(HTTPSessionBase):
 
     def abort(self) -> None:
         """Stop at once (the server drops the session after its timeout)."""
-        self._finish(1006, "")
+        self._finish(*(self._peer_close or (1006, "")))
         self._stop()
 
     def _stop(self) -> None:
@@ -336,12 +336,16 @@ class HTTPClientSession(HTTPSessionBase):
                     return
         except _Gone as exc:
             logger.info("session %s: %s", self.id, exc)
-            self._finish(1006, "")
+            self._finish(*(self._peer_close or (1006, "")))
             self._stop()
 
     async def _post(self, body: bytes, ack: int) -> None:
-        """POST until the server answers (a retry repeats the same records)."""
-        deadline = self.loop.time() + self._session_timeout
+        """POST until the server answers (a retry repeats the same records); once the
+        server has closed, the last acknowledgement is worth only ``close_timeout``."""
+        patience = self._session_timeout
+        if self._peer_close is not None:
+            patience = min(patience, self.options.close_timeout, 2.0)
+        deadline = self.loop.time() + patience
         query = f"fd_session={quote(self.id)}&fd_ack={ack}"
         attempt = 0
         while True:

@@ -96,13 +96,15 @@ class SessionRegistry:
         self.app.connections.discard(session)
 
     async def _close_all(self, app: App) -> None:
-        """Graceful shutdown: every session gets a close record (1001) that the open
-        receiving requests carry out, then ends."""
+        """Graceful shutdown: every session gets a close record (1001); the receiving
+        requests open now carry it out (for at most a second), then all sessions end."""
         sessions = list(self.sessions.values())
-        for session in sessions:
-            session.close(1001, "server shutting down")
-        for _ in range(5):  # let the receivers write the close records
-            await asyncio.sleep(0)
+        if not sessions:
+            return
+        await asyncio.wait(
+            [asyncio.ensure_future(s.shutdown(1001)) for s in sessions],
+            timeout=min(1.0, app.settings.drain_timeout),
+        )
         for session in sessions:
             session.abort(1001, "server shutting down")
 

@@ -491,12 +491,14 @@ class HTTPSession(HTTPSessionBase):
 
     async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close with ``code``; the session ends once a receiving request has carried
-        the close record (the client cannot acknowledge it while the server stops)."""
+        the close record (the client cannot acknowledge it while the server stops),
+        or after ``close_timeout``."""
         self.close(code, reason)
         if not self.closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.close_timeout):
                     await self._close_written.wait()
+                    await asyncio.sleep(0)  # let the receiver hand it to the socket
             self.abort(code, reason)
 
     # ------------------------------------------------------------- receiving requests
