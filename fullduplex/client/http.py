@@ -197,13 +197,11 @@ class HTTPClientSession(HTTPSessionBase):
         self._session_timeout = float(info.get("session_timeout", 45.0))
         self._max_post = int(info.get("max_post", 1024 * 1024))
         self._out: list[bytes] = []  # our records not yet taken by the server
-        self._out_bytes = 0
         self._out_seq = 0
         self._seen = 0  # the highest server record received
         self._acked = 0  # the highest acknowledgement the server has
         self._wakeup = asyncio.Event()
         self._ack_timer: asyncio.TimerHandle | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._peer_close: tuple[int, str] | None = None  # the server's close record
@@ -236,24 +234,6 @@ class HTTPClientSession(HTTPSessionBase):
         except Exception:
             return False
         return True
-
-    @property
-    def write_paused(self) -> bool:
-        """True while messages not yet taken by the server exceed the high-water mark."""
-        return self._out_bytes > self.options.write_high_water
-
-    def buffered_amount(self) -> int:
-        """Bytes of messages the server has not taken yet."""
-        return self._out_bytes
-
-    async def drain(self) -> None:
-        """Wait until the server has taken enough to be below the high-water mark."""
-        if self.closed:
-            raise connection_closed(self.close_code or 1006, self.close_reason)
-        if self.write_paused:
-            waiter: asyncio.Future[None] = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
 
     def close(self, code: int | None = 1000, reason: str = "") -> None:
         """Post a close record; over when the server's close record arrives."""
@@ -293,18 +273,6 @@ class HTTPClientSession(HTTPSessionBase):
         super()._finish(code, reason)
         self._wakeup.set()
         self._wake_drainers()
-
-    def _wake_drainers(self) -> None:
-        if self._drain_waiters and (self.closed or not self.write_paused):
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                if waiter.done():
-                    continue
-                if self.closed:
-                    waiter.set_exception(connection_closed(self.close_code or 1006, ""))
-                    waiter.exception()
-                else:
-                    waiter.set_result(None)
 
     # ------------------------------------------------------------- the POST loop
 

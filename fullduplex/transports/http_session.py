@@ -240,6 +240,44 @@ class HTTPSessionBase:
         self._resumed.set()
         self._closing = False  # our close record is out: no more sends
         self._ping_waiters: list[asyncio.Future[float]] = []
+        #: Bytes sent but not yet taken by the peer (acknowledged / answered).
+        self._out_bytes = 0
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+    # ------------------------------------------------------------- the outgoing buffer
+
+    @property
+    def write_paused(self) -> bool:
+        """True while messages the peer has not taken exceed the high-water mark."""
+        return self._out_bytes > self.options.write_high_water
+
+    def buffered_amount(self) -> int:
+        """Bytes of messages the peer has not taken yet (server: not acknowledged)."""
+        return self._out_bytes
+
+    async def drain(self) -> None:
+        """Wait until the peer has taken enough to bring the buffer below its
+        high-water mark."""
+        if self.closed:
+            raise connection_closed(self.close_code or 1006, self.close_reason)
+        if not self.write_paused:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _wake_drainers(self) -> None:
+        if self._drain_waiters and (not self.write_paused or self.closed):
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                if waiter.done():
+                    continue
+                if self.closed:
+                    code = self.close_code or 1006
+                    waiter.set_exception(connection_closed(code, self.close_reason))
+                    waiter.exception()
+                else:
+                    waiter.set_result(None)
 
     # ------------------------------------------------------------- the engine's sink API
 
@@ -304,6 +342,7 @@ class HTTPSessionBase:
         self._finished.set_result(None)
         self._held.set()
         self._resumed.set()
+        self._wake_drainers()
         for waiter in self._ping_waiters:
             if not waiter.done():
                 waiter.set_exception(connection_closed(code, reason))
@@ -381,7 +420,6 @@ class HTTPSession(HTTPSessionBase):
         self._registry = registry
         self._subprotocol = subprotocol
         self._out: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._out_bytes = 0
         self._next_seq = 1
         self._in_seq = 0  # the last client record taken
         self._in_lock = asyncio.Lock()
@@ -389,7 +427,6 @@ class HTTPSession(HTTPSessionBase):
         self._close_written = asyncio.Event()
         self._pending_close = (1000, "")  # what the handler sees once our close is acknowledged
         self._changed: asyncio.Future[None] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._receiver = 0  # generation of the current receiving request
         self._active = 0  # requests in progress
         self._idle: asyncio.TimerHandle | None = None
@@ -442,38 +479,6 @@ class HTTPSession(HTTPSessionBase):
         logger.warning("%s: %d bytes unacknowledged exceed http_max_buffer; closing",
                        self.name, self._out_bytes)
         self.abort(1008, "slow consumer: send buffer overflow")
-
-    @property
-    def write_paused(self) -> bool:
-        """True while unacknowledged records exceed the high-water mark."""
-        return self._out_bytes > self.options.write_high_water
-
-    def buffered_amount(self) -> int:
-        """Bytes of records not yet acknowledged by the client."""
-        return self._out_bytes
-
-    async def drain(self) -> None:
-        """Wait until acknowledgements bring the buffer below its high-water mark."""
-        if self.closed:
-            raise connection_closed(self.close_code or 1006, self.close_reason)
-        if not self.write_paused:
-            return
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
-
-    def _wake_drainers(self) -> None:
-        if self._drain_waiters and (not self.write_paused or self.closed):
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                if waiter.done():
-                    continue
-                if self.closed:
-                    code = self.close_code or 1006
-                    waiter.set_exception(connection_closed(code, self.close_reason))
-                    waiter.exception()
-                else:
-                    waiter.set_result(None)
 
     def close(self, code: int | None = 1000, reason: str = "") -> None:
         """Send a close record; the session ends when the client acknowledges it."""

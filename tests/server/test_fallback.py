@@ -113,7 +113,8 @@ def test_open_answer_streaming_headers_heartbeat_and_records() -> None:
             assert info["heartbeat"] == 0.2 and info["poll_timeout"] == 25.0
             assert info["max_buffer"] == 1024 * 1024 and info["max_post"] == 1024 * 1024
             sid = info["session"]
-            node, _, _ = sid.split(".")
+            node, nonce, signature = sid.split(".")
+            assert len(node) == 8 and len(nonce) >= 22 and len(signature) == 22
             body = b'{"seq":1,"text":"hi"}\n{"seq":2,"binary":"AAH/"}\n'
             status, _, _ = await http(port, "POST", f"/?fd_session={sid}&fd_ack=0", body)
             assert status == 204
