@@ -13,7 +13,7 @@ import inspect
 import logging
 import secrets
 import weakref
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..protocol.errors import HandshakeRejected
 from ..transports.http_session import (
@@ -27,13 +27,22 @@ from ..transports.http_session import (
 from ..transports.polling import POLLING
 from ..transports.sse import SSE
 from ..transports.streaming import STREAMING
+from .forwarding import Forwarder
 from .http import StreamClosedError
 
 if TYPE_CHECKING:
     from .app import App
+    from .web import RequestHandler
     from .websocket import WebSocketHandler
 
-__all__ = ["FRAMINGS", "SessionRegistry", "app_query", "registry_for", "serve_fallback"]
+__all__ = [
+    "FRAMINGS",
+    "SessionRegistry",
+    "app_query",
+    "registry_for",
+    "serve_fallback",
+    "session_request",
+]
 
 logger = logging.getLogger("fullduplex.fallback")
 
@@ -66,7 +75,17 @@ class SessionRegistry:
             max_post=s.http_max_post,
         )
         self.sessions: dict[str, HTTPSession] = {}
+        #: Relays requests for other nodes' sessions (only with a Redis hub).
+        self.forwarder: Forwarder | None = None
+        url = _redis_url(s.hub)
+        if url is not None:
+            self.forwarder = Forwarder(self, url)
         app.on_shutdown.append(self._close_all)
+
+    async def ready(self) -> None:
+        """Connected for forwarding (a no-op without a Redis hub)."""
+        if self.forwarder is not None:
+            await self.forwarder.start()
 
     def create(self, transport: str, subprotocol: str | None, name: str) -> HTTPSession:
         """A new session owned by this node, registered with the app."""
@@ -99,14 +118,23 @@ class SessionRegistry:
         """Graceful shutdown: every session gets a close record (1001); the receiving
         requests open now carry it out (for at most a second), then all sessions end."""
         sessions = list(self.sessions.values())
-        if not sessions:
-            return
-        await asyncio.wait(
-            [asyncio.ensure_future(s.shutdown(1001)) for s in sessions],
-            timeout=min(1.0, app.settings.drain_timeout),
-        )
-        for session in sessions:
-            session.abort(1001, "server shutting down")
+        if sessions:
+            await asyncio.wait(
+                [asyncio.ensure_future(s.shutdown(1001)) for s in sessions],
+                timeout=min(1.0, app.settings.drain_timeout),
+            )
+            for session in sessions:
+                session.abort(1001, "server shutting down")
+        if self.forwarder is not None:
+            await self.forwarder.close()
+
+
+def _redis_url(hub: Any) -> str | None:
+    """The Redis URL of a ``hub`` setting, None for an in-process hub."""
+    if isinstance(hub, str):
+        return hub if hub.startswith(("redis://", "rediss://", "unix://")) else None
+    url = getattr(hub, "url", None)
+    return url if isinstance(url, str) and type(hub).__name__ == "RedisHub" else None
 
 
 _registries: weakref.WeakKeyDictionary[App, SessionRegistry] = weakref.WeakKeyDictionary()
@@ -128,12 +156,12 @@ def app_query(query: str) -> str:
     return "&".join(p for p in query.split("&") if not p.startswith("fd_"))
 
 
-def _arg(handler: WebSocketHandler, name: str) -> str | None:
+def _arg(handler: RequestHandler, name: str) -> str | None:
     values = handler.request.query_arguments.get(name)
     return values[-1] if values else None
 
 
-def _error(handler: WebSocketHandler, status: int, reason: str) -> None:
+def _error(handler: RequestHandler, status: int, reason: str) -> None:
     """A JSON error answer (see the errors table of the transports page)."""
     handler.clear()
     handler.set_status(status)
@@ -156,7 +184,7 @@ async def serve_fallback(
             assert transport is not None
             await _open(handler, transport)
         else:
-            await _session_request(handler, session_id)
+            await session_request(handler, session_id)
     except StreamClosedError:
         pass  # the client left
     except Exception as exc:
@@ -195,6 +223,7 @@ async def _open(handler: WebSocketHandler, transport: str) -> None:
     offered = offer.subprotocols
     subprotocol = handler.select_subprotocol(offered) if offered else None
     registry = registry_for(app)
+    await registry.ready()
     request = handler.request
     session = registry.create(transport, subprotocol, f"{request.remote_ip} {request.path}")
     config = registry.config
@@ -214,10 +243,18 @@ async def _open(handler: WebSocketHandler, transport: str) -> None:
     handler.attach_session(session)
 
 
-async def _session_request(handler: WebSocketHandler, session_id: str) -> None:
-    """A receiving ``GET`` or a ``POST`` of an open session."""
-    session = registry_for(handler.app).get(session_id)
+async def session_request(handler: RequestHandler, session_id: str) -> None:
+    """A receiving ``GET`` or a ``POST`` of an open session (here, or forwarded to
+    the node that owns it)."""
+    registry = registry_for(handler.app)
+    session = registry.get(session_id)
     if session is None:
+        owner = registry.ids.owner(session_id)
+        forwarder = registry.forwarder
+        if forwarder is not None and owner is not None and owner != registry.ids.node:
+            await registry.ready()
+            if await forwarder.forward(handler, owner, session_id):
+                return
         _error(handler, 410, "unknown session")
         return
     request = handler.request
@@ -242,7 +279,7 @@ async def _session_request(handler: WebSocketHandler, session_id: str) -> None:
         session.end_request()
 
 
-async def _receive(handler: WebSocketHandler, session: HTTPSession, ack: int) -> None:
+async def _receive(handler: RequestHandler, session: HTTPSession, ack: int) -> None:
     """Send the records after ``ack`` as the session's transport frames them."""
     if session.closed and not session.close_seq:
         _error(handler, 410, "session is over")
@@ -293,7 +330,7 @@ async def _receive(handler: WebSocketHandler, session: HTTPSession, ack: int) ->
         handler.finish()
 
 
-async def _post(handler: WebSocketHandler, session: HTTPSession, ack: int) -> None:
+async def _post(handler: RequestHandler, session: HTTPSession, ack: int) -> None:
     """The client's records (or just its acknowledgement): taken once each, in order;
     the acknowledgement after them (a close echo is seen before the close it ends)."""
     body = handler.request.body
