@@ -208,7 +208,7 @@ class SessionIds:
     def owner(self, session_id: str) -> str | None:
         """The node named by a correctly signed id, else None."""
         body, dot, signature = session_id.rpartition(".")
-        if not dot or len(session_id) > 200 or not body.isascii():
+        if not dot or len(session_id) > 200 or not session_id.isascii():
             return None
         if not hmac.compare_digest(self._sign(body), signature):
             return None
@@ -220,7 +220,8 @@ class HTTPSessionBase:
     gets whole messages in order (a coroutine ``on_message`` is awaited before the
     next one), holding delivery, pausing reading, waiting for the end."""
 
-    transport_name: str = "polling"
+    #: ``"streaming"``, ``"sse"`` or ``"polling"``.
+    transport_name: str
 
     def __init__(self, transport_name: str, options: EngineOptions) -> None:
         self.transport_name = transport_name

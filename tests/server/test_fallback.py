@@ -234,7 +234,8 @@ def test_post_dedup_gap_errors_and_unknown_sessions() -> None:
             assert got == ["a", "b"]
             # Unknown, forged and malformed ids: 410, the client opens a new session.
             node, nonce, sig = sid.split(".")
-            for bad in ("nope", f"{node}.{nonce}.{sig[:-2]}xx", f"{node}.x{nonce}.{sig}"):
+            forged = (f"{node}.{nonce}.{sig[:-2]}xx", f"{node}.x{nonce}.{sig}", f"{sid[:-1]}%C3%A9")
+            for bad in ("nope", *forged):
                 status, headers, body = await http(port, "GET", f"/?fd_session={bad}")
                 assert status == 410 and json.loads(body) == {"error": "unknown session"}
                 assert headers["cache-control"] == "no-store"
@@ -507,3 +508,65 @@ def test_blocking_client_over_each_fallback() -> None:
         loop.call_soon_threadsafe(done.set)
         thread.join(10)
     assert not thread.is_alive()
+
+
+# ------------------------------------------------------------------ choosing a transport
+
+
+class UpgradeStrippingProxy:
+    """A proxy that drops the ``Upgrade`` header of every request, as some corporate
+    proxies do: WebSocket cannot open through it, plain HTTP can."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            up_writer.write(b"\r\n".join(x for x in lines if not x.lower().startswith(b"upgrade:")))
+
+            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+
+def test_client_falls_back_in_order_when_a_proxy_strips_upgrade() -> None:
+    async def main() -> None:
+        async with serving([("/", Echo)]) as server:
+            proxy = UpgradeStrippingProxy(server.port)
+            await proxy.start()
+            try:
+                url = f"ws://{HOST}:{proxy.port}/"
+                with pytest.raises(HandshakeFailed):
+                    await websocket_connect(url)  # WebSocket only: the default
+                conn = await websocket_connect(url, transports=["websocket", "sse", "polling"])
+                assert conn.transport_name == "sse"
+                await conn.send("through the proxy")
+                assert await conn.receive() == "through the proxy"
+                await conn.close()
+                with pytest.raises(ValueError, match="unknown transport 'smoke'"):
+                    await websocket_connect(url, transports=["smoke"])
+            finally:
+                proxy.close()
+
+    run(main())
