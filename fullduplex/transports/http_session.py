@@ -28,11 +28,10 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from ..engine import EngineOptions, Message, Sink
 from ..protocol.errors import connection_closed
 from .base import DEFAULT_MAX_PENDING, Broadcast
 
@@ -60,6 +59,29 @@ TRANSPORT_NAMES: Final = ("streaming", "sse", "polling")
 HEARTBEAT: Final = b'{"heartbeat":true}'
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+Message = str | bytes
+
+
+class Sink(Protocol):
+    """What a session delivers to, as an engine does: a handler or a reader's queue."""
+
+    def on_message(self, message: Message) -> Awaitable[Any] | None: ...
+    def on_ping(self, payload: bytes) -> None: ...
+    def on_pong(self, payload: bytes) -> None: ...
+    def on_connection_closed(self, code: int, reason: str) -> None: ...
+
+
+class Options(Protocol):
+    """The connection options a session reads (the engine's options fit)."""
+
+    @property
+    def write_high_water(self) -> int: ...
+    @property
+    def max_queue(self) -> int: ...
+    @property
+    def close_timeout(self) -> float: ...
 
 
 class RecordError(ValueError):
@@ -223,7 +245,7 @@ class HTTPSessionBase:
     #: ``"streaming"``, ``"sse"`` or ``"polling"``.
     transport_name: str
 
-    def __init__(self, transport_name: str, options: EngineOptions) -> None:
+    def __init__(self, transport_name: str, options: Options) -> None:
         self.transport_name = transport_name
         self.options = options
         self.loop = asyncio.get_running_loop()
@@ -407,7 +429,7 @@ class HTTPSession(HTTPSessionBase):
         self,
         session_id: str,
         transport_name: str,
-        options: EngineOptions,
+        options: Options,
         config: SessionConfig,
         registry: _Registry,
         *,
