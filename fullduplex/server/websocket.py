@@ -249,7 +249,7 @@ class WebSocketHandler(RequestHandler):
             limits = self._limits_cache = self.get_limits()
         return limits
 
-    async def _execute(
+    async def execute(
         self, path_args: tuple[str | None, ...] = (), path_kwargs: dict[str, str] | None = None
     ) -> None:
         """Requests naming an HTTP fallback session (``fd_`` query parameters) go to
@@ -258,7 +258,7 @@ class WebSocketHandler(RequestHandler):
             self, path_args, path_kwargs or {}
         ):
             return
-        await super()._execute(path_args, path_kwargs)
+        await super().execute(path_args, path_kwargs)
 
     def check_request(self) -> ServerHandshake | FallbackOffer:
         """Validate the upgrade request and its ``Origin``; raises HandshakeRejected.

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from ..protocol.errors import connection_closed
+from ..protocol.errors import FullDuplexError, connection_closed
 from .base import DEFAULT_MAX_PENDING, Broadcast
 
 __all__ = [
@@ -84,7 +84,7 @@ class Options(Protocol):
     def close_timeout(self) -> float: ...
 
 
-class RecordError(ValueError):
+class RecordError(FullDuplexError, ValueError):
     """A malformed record or request (answered with 400)."""
 
 
