@@ -46,6 +46,10 @@ class _Retry(Exception):
     """A request failed in a way that repeating it may cure (a cut, a reset)."""
 
 
+class _NoFirstByte(Exception):
+    """A streaming response showed nothing in time: a proxy is buffering it."""
+
+
 class _Gone(Exception):
     """The server no longer knows the session (410) or refuses it for good."""
 
@@ -352,26 +356,45 @@ class HTTPClientSession(HTTPSessionBase):
     async def _receive_loop(self) -> None:
         attempt = 0
         last_success = self.loop.time()
-        idle = (self._poll_timeout if self.transport_name == "polling" else self._heartbeat) + 10
+        switched = False
         while not self.closed and self._peer_close is None:
             await self._resumed.wait()
+            polling = self.transport_name == "polling"
+            idle = (self._poll_timeout if polling else self._heartbeat) + 10
+            # A stream starts with a heartbeat at once: nothing within a heartbeat
+            # interval (5 s at most) means a proxy buffers it.
+            first = idle if polling else min(5.0, self._heartbeat)
             query = f"fd_session={quote(self.id)}&fd_ack={self._seen}"
+            if switched:
+                query += f"&fd_transport={self.transport_name}"
             headers = list(self._headers)
             if self.transport_name == "sse" and self._seen:
                 headers.append(("Last-Event-ID", str(self._seen)))
             try:
-                response = await _request(self._target, self._ssl, "GET", query, headers)
+                try:
+                    async with asyncio.timeout(first):
+                        response = await _request(self._target, self._ssl, "GET", query, headers)
+                except TimeoutError:
+                    raise _NoFirstByte from None
                 try:
                     if response.status == 410:
                         raise _Gone("the server no longer knows the session")
                     if response.status != 200:
                         raise _Gone(f"receiving refused with {response.status}")
                     self._proof_of_life()
-                    await self._read(response, idle)
+                    await self._read(response, idle, first)
                 finally:
                     response.close()
                 attempt = 0
                 last_success = self.loop.time()
+            except _NoFirstByte:
+                if polling:
+                    continue
+                logger.info("session %s: no first byte of the %s response within %.1f s "
+                            "(a buffering proxy?): switching to polling", self.id,
+                            self.transport_name, first)
+                self.transport_name = "polling"
+                switched = True
             except (_Retry, TimeoutError) as exc:
                 attempt += 1
                 if self.loop.time() - last_success > self._session_timeout:
@@ -385,18 +408,24 @@ class HTTPClientSession(HTTPSessionBase):
                 self.abort()
                 return
 
-    async def _read(self, response: _HTTPResponse, idle: float) -> None:
+    async def _read(self, response: _HTTPResponse, idle: float, first: float) -> None:
         """Parse the body as the transport frames it; deliver each new record."""
         sse = self.transport_name == "sse"
         separator = b"\n\n" if sse else b"\n"
         buffer = b""
         chunks = response.chunks()
+        started = False
         while True:
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(idle if started else first):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 return  # what is left in the buffer is a cut record: dropped
+            except TimeoutError:
+                if not started and first < idle:
+                    raise _NoFirstByte from None
+                raise
+            started = True
             buffer += chunk
             if len(buffer) > 2 * self._max_post + _MAX_LINE and separator not in buffer:
                 raise _Retry("record too long")

@@ -284,6 +284,14 @@ async def _receive(handler: RequestHandler, session: HTTPSession, ack: int) -> N
     if session.closed and not session.close_seq:
         _error(handler, 410, "session is over")
         return
+    switch = _arg(handler, "fd_transport")
+    if switch is not None:
+        # The client changes transport within the session (e.g. streaming stuck
+        # behind a buffering proxy: polling); sequences and buffer carry on.
+        if switch not in FRAMINGS or switch not in handler.app.settings.http_transports:
+            _error(handler, 404, f"transport {switch!r} is not offered")
+            return
+        session.transport_name = switch
     framing = FRAMINGS[session.transport_name]
     config = session.config
     generation = session.begin_receive()

@@ -570,3 +570,67 @@ def test_client_falls_back_in_order_when_a_proxy_strips_upgrade() -> None:
                 proxy.close()
 
     run(main())
+
+
+class BufferingProxy(UpgradeStrippingProxy):
+    """A proxy that passes a response on only once it is complete (response
+    buffering without regard for ``X-Accel-Buffering``), and strips ``Upgrade``."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            up_writer.write(b"\r\n".join(x for x in lines if not x.lower().startswith(b"upgrade:")))
+
+            async def upstream() -> None:
+                while data := await reader.read(65536):
+                    up_writer.write(data)
+
+            pump = asyncio.ensure_future(upstream())
+            response = await up_reader.read()  # everything, until the server ends it
+            pump.cancel()
+            writer.write(response)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+
+@pytest.mark.parametrize("transport", ["streaming", "sse"])
+def test_a_stream_without_its_first_byte_switches_to_polling_in_the_same_session(
+    transport: str,
+) -> None:
+    handlers: list[Counter] = []
+
+    class Recording(Counter):
+        def open(self) -> None:
+            super().open()
+            handlers.append(self)
+
+    async def main() -> None:
+        async with serving(
+            [("/", Recording)], http_heartbeat_interval=0.3, http_poll_timeout=1.0
+        ) as server:
+            proxy = BufferingProxy(server.port)
+            await proxy.start()
+            try:
+                conn = await websocket_connect(
+                    f"ws://{HOST}:{proxy.port}/", transports=["websocket", transport]
+                )
+                assert conn.transport_name == transport
+                await conn.send("send 5")
+                got = [await asyncio.wait_for(conn.receive(), 10) for _ in range(5)]
+                assert got == [f"m{i}" for i in range(5)]
+                # Same session, now polled: the handler saw its transport change.
+                assert conn.transport_name == "polling"
+                assert len(handlers) == 1 and handlers[0].transport == "polling"
+                await conn.send("x")
+                assert await asyncio.wait_for(conn.receive(), 10) == "ack x"
+                await conn.close()
+            finally:
+                proxy.close()
+
+    run(main(), timeout=40)
