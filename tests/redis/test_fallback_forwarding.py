@@ -13,8 +13,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers import LoopbackProxy, counter, pump
 
-from fullduplex import WebSocketHandler
 from fullduplex.client import websocket_connect
 from fullduplex.server.app import App
 from fullduplex.server.fallback import registry_for
@@ -24,57 +24,24 @@ pytestmark = pytest.mark.redis
 HOST = "127.0.0.1"
 
 
-class Counter(WebSocketHandler):
-    """``"send N"`` sends N numbered messages; anything else is answered ``ack <it>``."""
+class RoundRobin(LoopbackProxy):
+    """Sends each new connection to the next upstream port that accepts it."""
 
-    async def on_message(self, message: str | bytes) -> None:
-        assert isinstance(message, str)
-        if message.startswith("send "):
-            for i in range(int(message.split()[1])):
-                await self.write_message(f"m{i}")
-        else:
-            await self.write_message(f"ack {message}")
+    def __init__(self, *upstream: int) -> None:
+        super().__init__(*upstream)
+        self._next = itertools.cycle(range(len(upstream)))
 
-
-class RoundRobin:
-    """A TCP proxy that sends each new connection to the next live upstream port."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self._next = itertools.cycle(range(len(ports)))
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in self.ports:
-            port = self.ports[next(self._next)]
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in self.upstream:
             try:
-                up_reader, up_writer = await asyncio.open_connection(HOST, port)
+                up_reader, up_writer = await asyncio.open_connection(
+                    HOST, self.upstream[next(self._next)]
+                )
                 break
             except OSError:
                 continue
         else:
-            writer.transport.abort()
             return
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.transport.abort()
-
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
@@ -85,7 +52,7 @@ def test_forwarded_to_the_owner_exactly_once_then_410_when_it_is_gone(
     async def main() -> None:
         apps = [
             App(
-                [("/", Counter)],
+                [("/", counter()[0])],
                 hub=redis_server.url,
                 cookie_secret="shared by both nodes",
                 access_log=False,
@@ -94,7 +61,7 @@ def test_forwarded_to_the_owner_exactly_once_then_410_when_it_is_gone(
             for _ in range(2)
         ]
         servers = [await app.serve(HOST, 0) for app in apps]
-        proxy = RoundRobin([server.port for server in servers])
+        proxy = RoundRobin(*(server.port for server in servers))
         await proxy.start()
         try:
             url = f"ws://{HOST}:{proxy.port}/"

@@ -22,7 +22,16 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import room_join, room_recv, room_send, run, serving  # noqa: E402
+from helpers import (  # noqa: E402
+    LoopbackProxy,
+    counter,
+    pump,
+    room_join,
+    room_recv,
+    room_send,
+    run,
+    serving,
+)
 
 from fullduplex import WebSocketHandler  # noqa: E402
 from fullduplex.client import websocket_connect  # noqa: E402
@@ -81,24 +90,6 @@ async def open_session(port: int, transport: str, path: str = "/") -> dict[str, 
 class Echo(WebSocketHandler):
     def on_message(self, message: str | bytes) -> None:
         self.write_message(message, binary=isinstance(message, bytes))
-
-
-class Counter(WebSocketHandler):
-    """Sends ``count`` numbered messages when asked (``"send <count>"``); echoes others."""
-
-    received: list[str]
-
-    def open(self) -> None:
-        self.received = []
-
-    async def on_message(self, message: str | bytes) -> None:
-        assert isinstance(message, str)
-        if message.startswith("send "):
-            for i in range(int(message.split()[1])):
-                await self.write_message(f"m{i}")
-        else:
-            self.received.append(message)
-            self.write_message("ack " + message)
 
 
 # ------------------------------------------------------------------ wire format
@@ -185,7 +176,7 @@ def test_sse_events_carry_the_sequence_as_id_and_last_event_id_acknowledges() ->
 
 def test_polling_answers_at_once_with_records_empty_after_timeout_repeats_until_acked() -> None:
     async def main() -> None:
-        async with serving([("/", Counter)], http_poll_timeout=0.3) as server:
+        async with serving([("/", counter()[0])], http_poll_timeout=0.3) as server:
             port = server.port
             sid = (await open_session(port, "polling"))["session"]
             loop = asyncio.get_running_loop()
@@ -361,8 +352,8 @@ def test_room_handler_over_a_fallback_with_a_websocket_member(transport: str) ->
 # ------------------------------------------------------------------ cut responses
 
 
-class CuttingProxy:
-    """A TCP proxy on 127.0.0.1 that cuts a fraction of responses half-way.
+class CuttingProxy(LoopbackProxy):
+    """Cuts a fraction of responses half-way.
 
     Each client connection carries one request (our client sends ``Connection:
     close``). For a cut one, the response is passed on up to a random byte, then
@@ -370,41 +361,21 @@ class CuttingProxy:
     """
 
     def __init__(self, upstream: int, fraction: float, seed: int) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.fraction = fraction
         self.random = random.Random(seed)
         self.requests = 0
         self.cut = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.requests += 1
         cut_at = None
         if self.random.random() < self.fraction:
             # Half in the head (every response has 80 bytes of it), half further on.
             rng = self.random
             cut_at = rng.randint(1, 80) if rng.random() < 0.5 else rng.randint(81, 600)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream)
-        except OSError:
-            writer.close()
-            return
-
-        async def upstream_pump() -> None:
-            while data := await reader.read(65536):
-                up_writer.write(data)
-            up_writer.write_eof()
-
-        pump = asyncio.ensure_future(upstream_pump())
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream[0])
+        requests = asyncio.ensure_future(pump(reader, up_writer))
         passed = 0
         try:
             while data := await up_reader.read(65536):
@@ -415,11 +386,8 @@ class CuttingProxy:
                 writer.write(data)
                 passed += len(data)
                 await writer.drain()
-        except OSError:
-            pass
         finally:
-            pump.cancel()
-            writer.transport.abort()
+            requests.cancel()
             up_writer.transport.abort()
 
 
@@ -430,25 +398,19 @@ async def cutting(upstream: int, fraction: float, seed: int) -> AsyncIterator[Cu
     try:
         yield proxy
     finally:
-        await proxy.close()
+        proxy.close()
 
 
 @pytest.mark.parametrize("transport", FALLBACKS)
 def test_every_message_exactly_once_in_order_when_5_percent_of_responses_are_cut(
     transport: str,
 ) -> None:
-    handlers: list[Counter] = []
-
-    class Recording(Counter):
-        def open(self) -> None:
-            super().open()
-            handlers.append(self)
-
+    recording, handlers = counter()
     count = 300
 
     async def main() -> None:
         async with (
-            serving([("/", Recording)], http_stream_budget=256, http_heartbeat_interval=0.5)
+            serving([("/", recording)], http_stream_budget=256, http_heartbeat_interval=0.5)
             as server,
             cutting(server.port, 0.05, seed=FALLBACKS.index(transport)) as proxy,
         ):
@@ -513,40 +475,22 @@ def test_blocking_client_over_each_fallback() -> None:
 # ------------------------------------------------------------------ choosing a transport
 
 
-class UpgradeStrippingProxy:
-    """A proxy that drops the ``Upgrade`` header of every request, as some corporate
-    proxies do: WebSocket cannot open through it, plain HTTP can."""
+def without_upgrade(head: bytes) -> bytes:
+    """A request head without its ``Upgrade`` header."""
+    lines = head.split(b"\r\n")
+    return b"\r\n".join(x for x in lines if not x.lower().startswith(b"upgrade:"))
 
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+class UpgradeStrippingProxy(LoopbackProxy):
+    """Drops the ``Upgrade`` header of every request, as some corporate proxies do:
+    WebSocket cannot open through it, plain HTTP can."""
 
-    def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream)
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream[0])
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
-            up_writer.write(b"\r\n".join(x for x in lines if not x.lower().startswith(b"upgrade:")))
-
-            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-
+            up_writer.write(without_upgrade(await reader.readuntil(b"\r\n\r\n")))
             await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        except (OSError, asyncio.IncompleteReadError):
-            pass
         finally:
-            writer.transport.abort()
             up_writer.transport.abort()
 
 
@@ -572,30 +516,21 @@ def test_client_falls_back_in_order_when_a_proxy_strips_upgrade() -> None:
     run(main())
 
 
-class BufferingProxy(UpgradeStrippingProxy):
-    """A proxy that passes a response on only once it is complete (response
-    buffering without regard for ``X-Accel-Buffering``), and strips ``Upgrade``."""
+class BufferingProxy(LoopbackProxy):
+    """Passes a response on only once it is complete (response buffering without
+    regard for ``X-Accel-Buffering``), and strips ``Upgrade``."""
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream)
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream[0])
+        requests = None
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
-            up_writer.write(b"\r\n".join(x for x in lines if not x.lower().startswith(b"upgrade:")))
-
-            async def upstream() -> None:
-                while data := await reader.read(65536):
-                    up_writer.write(data)
-
-            pump = asyncio.ensure_future(upstream())
-            response = await up_reader.read()  # everything, until the server ends it
-            pump.cancel()
-            writer.write(response)
+            up_writer.write(without_upgrade(await reader.readuntil(b"\r\n\r\n")))
+            requests = asyncio.ensure_future(pump(reader, up_writer))
+            writer.write(await up_reader.read())  # everything, once the server ends it
             await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
         finally:
-            writer.transport.abort()
+            if requests is not None:
+                requests.cancel()
             up_writer.transport.abort()
 
 
@@ -603,16 +538,11 @@ class BufferingProxy(UpgradeStrippingProxy):
 def test_a_stream_without_its_first_byte_switches_to_polling_in_the_same_session(
     transport: str,
 ) -> None:
-    handlers: list[Counter] = []
-
-    class Recording(Counter):
-        def open(self) -> None:
-            super().open()
-            handlers.append(self)
+    recording, handlers = counter()
 
     async def main() -> None:
         async with serving(
-            [("/", Recording)], http_heartbeat_interval=0.3, http_poll_timeout=1.0
+            [("/", recording)], http_heartbeat_interval=0.3, http_poll_timeout=1.0
         ) as server:
             proxy = BufferingProxy(server.port)
             await proxy.start()
