@@ -564,3 +564,41 @@ def test_a_stream_without_its_first_byte_switches_to_polling_in_the_same_session
                 proxy.close()
 
     run(main(), timeout=40)
+
+
+@pytest.mark.parametrize("transport", FALLBACKS)
+def test_room_offsets_exactly_once_in_order_through_cut_responses(transport: str) -> None:
+    class Rooms(RoomHandler):
+        def get_current_user(self) -> str | None:
+            return self.get_query_argument("user", None)
+
+    count = 150
+
+    async def main() -> None:
+        async with (
+            serving([("/rooms", Rooms)], hub=MemoryHub(), http_stream_budget=256) as server,
+            cutting(server.port, 0.05, seed=10 + FALLBACKS.index(transport)) as proxy,
+        ):
+            reader = await websocket_connect(
+                f"ws://{HOST}:{proxy.port}/rooms?user=bob", transports=[transport]
+            )
+            writer = await websocket_connect(f"ws://{HOST}:{server.port}/rooms?user=ann")
+            await room_join(reader, "r")
+            await room_join(writer, "r")
+            assert (await room_recv(reader))["event"] == "join"
+            for i in range(count):
+                await room_send(writer, op="publish", room="r", data=i)
+            offsets = []
+            while len(offsets) < count:
+                envelope = await room_recv(reader)
+                assert envelope["op"] == "message"
+                offsets.append((envelope["offset"], envelope["data"]))
+            assert offsets == [(i + 1, i) for i in range(count)]
+            assert proxy.cut >= 2, (proxy.cut, proxy.requests)
+            await reader.close()
+            # The WebSocket publisher got the same offsets (its publishes come back).
+            echoed = [(await room_recv(writer))["offset"] for _ in range(count)]
+            assert echoed == list(range(1, count + 1))
+            await writer.close()
+
+    run(main(), timeout=60)
