@@ -35,7 +35,8 @@ logger = logging.getLogger("fullduplex.fallback")
 
 #: Seconds an owner's liveness key lives without being refreshed.
 ALIVE_TTL = 6.0
-#: Seconds to wait for the owner's response head before answering 410.
+#: Seconds to wait for the owner's response head, beyond the poll timeout (a long
+#: poll answers, head and all, only when it has something or its time is up).
 HEAD_TIMEOUT = 5.0
 
 
@@ -230,6 +231,25 @@ class Forwarder:
 
     # ------------------------------------------------------------- the asking side
 
+    async def _next(
+        self, queue: asyncio.Queue[dict[str, Any]], owner: str, timeout: float | None
+    ) -> dict[str, Any] | None:
+        """The owner's next reply piece; None if it does not come within ``timeout``
+        or the owner dies meanwhile (its liveness key is checked while waiting)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            wait = ALIVE_TTL / 3
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    return None
+            try:
+                return await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                if not await self.owner_alive(owner):
+                    return None
+
     async def owner_alive(self, node: str) -> bool:
         """Whether ``node`` has refreshed its liveness key lately."""
         return bool(await self._client.exists(self._alive_key(node)))
@@ -268,9 +288,8 @@ class Forwarder:
                     "remote_ip": request.remote_ip,
                 },
             )
-            try:
-                head = await asyncio.wait_for(queue.get(), HEAD_TIMEOUT)
-            except TimeoutError:
+            head = await self._next(queue, owner, HEAD_TIMEOUT + self.registry.config.poll_timeout)
+            if head is None:
                 return False
             if "status" not in head:
                 return not client_left
@@ -278,7 +297,10 @@ class Forwarder:
                                  head.get("length"))
             handler._finished = True
             while True:
-                item = await queue.get()
+                item = await self._next(queue, owner, None)
+                if item is None:  # the owner died half-way: the client will ask again
+                    connection.abort()
+                    return True
                 if "data" in item:
                     connection.send_data(base64.b64decode(item["data"]))
                     await connection.drain()
