@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..protocol.headers import Headers
-from .http import HTTPConnection, HTTPRequest, StreamClosedError
+from .http import HTTPRequest, StreamClosedError
 
 if TYPE_CHECKING:
     from .fallback import SessionRegistry
@@ -41,8 +41,9 @@ HEAD_TIMEOUT = 5.0
 
 
 class _RemoteConnection:
-    """Stands in for the HTTP connection of a request forwarded to this node: what the
-    response code writes goes to the asking node's reply channel, in order."""
+    """The :class:`~fullduplex.server.responder.HTTPResponder` of a request forwarded
+    to this node: what the response code writes goes to the asking node's reply
+    channel, in order."""
 
     def __init__(self, forwarder: Forwarder, reply: str, rid: int) -> None:
         self._forwarder = forwarder
@@ -87,6 +88,13 @@ class _RemoteConnection:
 
     def abort(self) -> None:
         self.lost()
+
+    def hand_over(self, upgrade: Callable[[asyncio.Transport, bytes], bool]) -> bool:
+        return False  # a forwarded request is never a WebSocket upgrade
+
+    def end_raw_response(self, status: int) -> None:
+        self.send_head(status, [])
+        self.end_response()
 
     def lost(self) -> None:
         """The asking node's client went away."""
@@ -198,7 +206,7 @@ class Forwarder:
         self._remote[(asker, rid)] = connection
         headers = Headers([(str(n), str(v)) for n, v in message["headers"]])
         request = HTTPRequest(
-            cast(HTTPConnection, connection),
+            connection,
             str(message["method"]),
             str(message["target"]),
             "HTTP/1.1",
