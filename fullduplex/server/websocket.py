@@ -286,7 +286,9 @@ class WebSocketHandler(RequestHandler):
         """The transport-independent half of the upgrade: check the request, choose the
         subprotocol and compression; returns the ``101`` response and the protocol
         connection. Raises :class:`HandshakeRejected` (status and reason) to refuse."""
-        handshake = self._check_upgrade()
+        handshake = self.check_request()  # an override still applies to upgrades
+        if not isinstance(handshake, ServerHandshake):
+            raise HandshakeRejected(400, "a fallback session open is not an upgrade")
         offered = handshake.subprotocols
         subprotocol = self.select_subprotocol(offered) if offered else None
         self.selected_subprotocol = subprotocol
