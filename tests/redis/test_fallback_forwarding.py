@@ -18,9 +18,9 @@ import pytest
 from helpers import LoopbackProxy, counter, pump, room_join, room_recv, room_send
 
 from fullduplex.client import websocket_connect
-from fullduplex.hub.rooms import RoomHandler
 from fullduplex.server.app import App
 from fullduplex.server.fallback import registry_for
+from fullduplex.server.rooms import RoomHandler
 
 pytestmark = pytest.mark.redis
 

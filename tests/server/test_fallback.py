@@ -36,9 +36,9 @@ from helpers import (  # noqa: E402
 from fullduplex import WebSocketHandler  # noqa: E402
 from fullduplex.client import websocket_connect  # noqa: E402
 from fullduplex.hub import MemoryHub  # noqa: E402
-from fullduplex.hub.rooms import RoomHandler  # noqa: E402
 from fullduplex.protocol.errors import ConnectionClosed, HandshakeFailed  # noqa: E402
 from fullduplex.server import App  # noqa: E402
+from fullduplex.server.rooms import RoomHandler  # noqa: E402
 
 HOST = "127.0.0.1"
 FALLBACKS = ["streaming", "sse", "polling"]
