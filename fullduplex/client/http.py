@@ -134,7 +134,9 @@ class _HTTPResponse:
         return b"".join(parts)
 
     def close(self) -> None:
-        self._writer.close()
+        """Drop the connection (a reset, not a half-close: a server keeps answering a
+        half-closed request, and the body is either read whole or abandoned)."""
+        self._writer.transport.abort()
 
 
 async def _request(
@@ -170,10 +172,10 @@ async def _request(
             raise _Retry("incomplete response head")
         return _HTTPResponse(parsed[0], reader, writer)
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
-        writer.close()
+        writer.transport.abort()
         raise _Retry(f"no response: {exc!r}") from None
     except BaseException:
-        writer.close()
+        writer.transport.abort()
         raise
 
 

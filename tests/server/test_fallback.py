@@ -343,7 +343,7 @@ def test_room_handler_over_a_fallback_with_a_websocket_member(transport: str) ->
                 assert (await room_recv(conn))["data"] == "from websocket"
             await bob.close()
             leave = await room_recv(ann)
-            assert (leave["event"], leave["members"]) == ("leave", ["ann"])
+            assert (leave["event"], leave["user"]) == ("leave", "bob")
             await ann.close()
 
     run(main())
