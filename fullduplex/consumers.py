@@ -25,6 +25,7 @@ from typing import Any
 
 from .engine import Message
 from .protocol.errors import FullDuplexError, HandshakeRejected
+from .server.fallback import app_query
 from .server.web import HTTPError
 from .server.websocket import WebSocketHandler
 from .transports.base import MessageConnection, send_and_drain
@@ -62,7 +63,7 @@ class _ConsumerBase(WebSocketHandler):
             "type": "websocket",
             "scheme": "wss" if request.scheme == "https" else "ws",
             "path": request.path,
-            "query_string": request.query.encode("latin-1"),
+            "query_string": app_query(request.query).encode("latin-1"),
             "headers": [
                 (name.lower().encode("latin-1"), value.encode("latin-1"))
                 for name, value in request.headers.raw_items()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from .engine import Message, MessageQueue, WebSocketEngine
 from .protocol.errors import ConnectionClosed
 from .transports.base import DEFAULT_MAX_PENDING, Broadcast, MessageConnection, send_and_drain
+from .transports.http_session import HTTPSessionBase
 
 __all__ = ["WebSocket"]
 
@@ -28,14 +29,16 @@ class WebSocket:
 
     def __init__(
         self,
-        engine: WebSocketEngine,
+        engine: WebSocketEngine | HTTPSessionBase,
         request: Any = None,
         on_closed: Callable[[int, str], None] | None = None,
     ) -> None:
+        #: The WebSocket engine, or the HTTP fallback session, carrying the connection.
         self.engine = engine
         #: The connection, as every handler style sees it.
-        self.connection: MessageConnection = engine
-        self._queue = MessageQueue(engine, on_closed)
+        self.connection: MessageConnection = cast(MessageConnection, engine)
+        # A session offers the engine's sink interface (sink, pause/resume reading).
+        self._queue = MessageQueue(cast(WebSocketEngine, engine), on_closed)
         #: The HTTP request of the opening handshake (server side), else None.
         self.request = request
 
@@ -117,6 +120,11 @@ class WebSocket:
     def subprotocol(self) -> str | None:
         """The subprotocol agreed in the handshake."""
         return self.connection.subprotocol
+
+    @property
+    def transport_name(self) -> str:
+        """The transport carrying the connection (``"websocket"``, ``"sse"``...)."""
+        return self.connection.transport_name
 
     @property
     def remote_address(self) -> Any:

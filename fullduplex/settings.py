@@ -55,6 +55,7 @@ def _doc(doc: str, *, group: str, unit: str = "", shown: str = "") -> dict[str, 
 
 
 _APP, _HTTP, _WS, _HUB, _PROCESS = "Application", "HTTP", "WebSocket", "Hub", "Process"
+_FALLBACK = "HTTP fallback transports"
 
 
 @dataclass(eq=False, repr=False)
@@ -269,6 +270,61 @@ class Settings(MutableMapping[str, Any]):
         metadata=_doc(
             "permessage-deflate: True (default options), a DeflateOptions, False/None: off",
             group=_WS,
+        ),
+    )
+    # -- HTTP fallback transports (docs/topics/transports.md)
+    http_transports: Sequence[str] = field(
+        default=("streaming", "sse", "polling"),
+        metadata=_doc(
+            "HTTP fallbacks every WebSocket route also offers (empty: WebSocket only)",
+            group=_FALLBACK,
+        ),
+    )
+    http_heartbeat_interval: float = field(
+        default=15.0,
+        metadata=_doc(
+            "silence on a streaming or SSE response before a heartbeat (below proxy idle "
+            "timeouts)",
+            group=_FALLBACK,
+            unit="seconds",
+        ),
+    )
+    http_poll_timeout: float = field(
+        default=25.0,
+        metadata=_doc(
+            "how long a long poll waits before an empty answer", group=_FALLBACK, unit="seconds"
+        ),
+    )
+    http_session_timeout: float = field(
+        default=45.0,
+        metadata=_doc(
+            "time without any request after which a session ends (1006)",
+            group=_FALLBACK,
+            unit="seconds",
+        ),
+    )
+    http_stream_budget: int = field(
+        default=256 * KiB,
+        metadata=_doc(
+            "bytes after which a receiving response ends (the client reconnects)",
+            group=_FALLBACK,
+            unit="bytes",
+        ),
+    )
+    http_max_buffer: int = field(
+        default=1 * MiB,
+        metadata=_doc(
+            "unacknowledged bytes a session keeps for its client; more: closed 1008",
+            group=_FALLBACK,
+            unit="bytes",
+        ),
+    )
+    http_max_post: int = field(
+        default=1 * MiB,
+        metadata=_doc(
+            "largest client-to-server POST of a session; larger: 413",
+            group=_FALLBACK,
+            unit="bytes",
         ),
     )
     # -- hub

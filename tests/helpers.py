@@ -461,3 +461,84 @@ class RawWS:
     def abort(self) -> None:
         """Reset the connection (no FIN), as a client that vanishes does."""
         self.writer.transport.abort()
+
+
+# ------------------------------------------------- TCP proxies on 127.0.0.1
+
+
+class LoopbackProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``upstream`` ports; subclasses decide what
+    happens to each connection in :meth:`serve` (cut it, rewrite it, buffer it...)."""
+
+    def __init__(self, *upstream: int) -> None:
+        self.upstream = list(upstream)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, LOCALHOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self.serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Handle one client connection (the default passes bytes both ways)."""
+        up_reader, up_writer = await asyncio.open_connection(LOCALHOST, self.upstream[0])
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        finally:
+            up_writer.transport.abort()
+
+
+async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy ``src`` to ``dst`` until EOF, then drop ``dst``."""
+    try:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    except OSError:
+        pass
+    finally:
+        dst.transport.abort()
+
+
+# ------------------------------------------------- a handler that counts
+
+
+def counter() -> tuple[type[Any], list[Any]]:
+    """A handler class of its own for one test, and the list of its instances.
+
+    ``"send <n>"`` makes it send ``m0`` … ``m<n-1>``; anything else it keeps in
+    ``received`` and answers with ``"ack <message>"``.
+    """
+    from fullduplex import WebSocketHandler
+
+    opened: list[Any] = []
+
+    class Counter(WebSocketHandler):
+        received: list[str]
+
+        def open(self) -> None:
+            self.received = []
+            opened.append(self)
+
+        async def on_message(self, message: str | bytes) -> None:
+            assert isinstance(message, str)
+            if message.startswith("send "):
+                for i in range(int(message.split()[1])):
+                    await self.write_message(f"m{i}")
+            else:
+                self.received.append(message)
+                await self.write_message("ack " + message)
+
+    return Counter, opened

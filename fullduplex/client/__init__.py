@@ -13,10 +13,13 @@ from ..engine import EngineOptions, WebSocketEngine
 from ..protocol.deflate import DeflateOptions
 from ..protocol.errors import HandshakeFailed
 from ..protocol.handshake import ClientHandshake, ClientResult
+from ..protocol.http11 import Response
 from ..protocol.limits import Limits
 from ..settings import DEFAULTS
+from ..transports.http_session import TRANSPORT_NAMES
+from .http import HTTPClientSession, http_connect
 
-__all__ = ["WebSocketClientConnection", "reconnecting", "websocket_connect"]
+__all__ = ["HTTPClientConnection", "WebSocketClientConnection", "reconnecting", "websocket_connect"]
 
 #: The client's permessage-deflate offer unless told otherwise.
 DEFAULT_CLIENT_DEFLATE = DeflateOptions()
@@ -29,6 +32,16 @@ class WebSocketClientConnection(WebSocket):
         super().__init__(engine)
         #: The server's ``101`` response (headers include e.g. Set-Cookie).
         self.response = result.response
+
+
+class HTTPClientConnection(WebSocketClientConnection):
+    """A client connection over an HTTP fallback transport: same methods as over
+    WebSocket (``ping()`` resolves at the session's next answered request)."""
+
+    def __init__(self, session: HTTPClientSession, response: Response) -> None:
+        WebSocket.__init__(self, session)
+        #: The server's answer to the session open (headers include e.g. Set-Cookie).
+        self.response = response
 
 
 class _HandshakeProtocol(asyncio.Protocol):
@@ -100,8 +113,14 @@ async def websocket_connect(
     close_timeout: float = DEFAULTS.websocket_close_timeout,
     max_queue: int = DEFAULTS.websocket_max_queue,
     limits: Limits | None = None,
+    transports: Sequence[str] = ("websocket",),
 ) -> WebSocketClientConnection:
     """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
+
+    ``transports`` lists what to try, in order, among ``"websocket"``, ``"streaming"``,
+    ``"sse"`` and ``"polling"`` (the HTTP fallbacks of a fullduplex WebSocket route,
+    ``docs/topics/transports.md``); the first that opens is used and
+    ``conn.transport_name`` names it. Each attempt has ``open_timeout`` seconds.
 
     ``compression="deflate"`` offers permessage-deflate with default settings,
     ``None`` disables it, a :class:`DeflateOptions` tunes it. Raises
@@ -112,6 +131,13 @@ async def websocket_connect(
     """
     if isinstance(headers, dict):
         headers = list(headers.items())
+    if isinstance(transports, str) or not transports:
+        raise ValueError('transports is a list of names, e.g. ["websocket", "sse"]')
+    for name in transports:
+        if name != "websocket" and name not in TRANSPORT_NAMES:
+            raise ValueError(
+                f"unknown transport {name!r}; choose from websocket, {', '.join(TRANSPORT_NAMES)}"
+            )
     deflate = DEFAULT_CLIENT_DEFLATE if compression == "deflate" else compression
     if isinstance(deflate, str):
         raise ValueError(f"unknown compression {compression!r}")
@@ -159,10 +185,31 @@ async def websocket_connect(
                 protocol.transport.abort()
             raise
 
-    if open_timeout is None:
-        return await connect()
-    async with asyncio.timeout(open_timeout):
-        return await connect()
+    async def connect_http(transport: str) -> WebSocketClientConnection:
+        context = ssl if isinstance(ssl, ssl_module.SSLContext) else None
+        session, response = await http_connect(
+            url,
+            transport,
+            options=options,
+            subprotocols=subprotocols,
+            headers=headers,
+            origin=origin,
+            ssl=context,
+        )
+        return HTTPClientConnection(session, response)
+
+    error: BaseException | None = None
+    for name in transports:
+        try:
+            attempt = connect() if name == "websocket" else connect_http(name)
+            if open_timeout is None:
+                return await attempt
+            async with asyncio.timeout(open_timeout):
+                return await attempt
+        except (OSError, HandshakeFailed, TimeoutError) as exc:
+            error = exc
+    assert error is not None
+    raise error
 
 
 async def reconnecting(

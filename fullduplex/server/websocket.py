@@ -20,6 +20,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -37,9 +38,12 @@ from ..transports.base import (
     MessageConnection,
     send_then_drain,
 )
+from ..transports.http_session import HTTPSession
+from .fallback import serve_fallback
 from .web import RequestHandler
 
 __all__ = [
+    "FallbackOffer",
     "WebSocketClosedError",
     "WebSocketHandler",
     "function_view_handler",
@@ -70,6 +74,15 @@ def origin_allowed(origin: str, host: str | None, allowed: list[str] | None) -> 
     return urlsplit(origin).netloc.lower() == host.lower()
 
 
+@dataclass(frozen=True, slots=True)
+class FallbackOffer:
+    """What :meth:`WebSocketHandler.check_request` gives for an HTTP fallback session
+    open: the ``Origin`` and the subprotocols offered (``fd_protocols``)."""
+
+    origin: str | None
+    subprotocols: list[str]
+
+
 def _consume_exception(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -89,6 +102,10 @@ class WebSocketHandler(RequestHandler):
     connection: MessageConnection | None = None
     #: The same connection as a WebSocket engine (pings, reading control).
     engine: WebSocketEngine | None = None
+    #: The same connection as an HTTP fallback session (None on WebSocket).
+    session: HTTPSession | None = None
+    #: The fallback transport a session-open request asks for (None: an upgrade).
+    fallback_transport: str | None = None
     close_code: int | None = None
     close_reason: str | None = None
     selected_subprotocol: str | None = None
@@ -172,11 +189,12 @@ class WebSocketHandler(RequestHandler):
 
     def ping(self, data: bytes | str = b"") -> asyncio.Future[float]:
         """Send a ping; the future resolves when its pong arrives."""
-        if self.engine is None:
+        host = self.engine or self.session
+        if host is None:
             raise WebSocketClosedError(1006, "not connected")
         if isinstance(data, str):
             data = data.encode("utf-8")
-        return self.engine.ping(data or None)
+        return host.ping(data or None)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Start the closing handshake (``code`` defaults to 1000 when a reason is given)."""
@@ -190,6 +208,13 @@ class WebSocketHandler(RequestHandler):
     def ws_connection(self) -> WebSocketEngine | None:
         """The engine driving this connection (Tornado name)."""
         return self.engine
+
+    @property
+    def transport(self) -> str | None:
+        """The transport carrying this connection: ``"websocket"``, ``"streaming"``,
+        ``"sse"`` or ``"polling"`` (None before it opens); handlers rarely need it."""
+        connection = self.connection
+        return connection.transport_name if connection is not None else None
 
     # -------------------------------------------------------- engine sink
 
@@ -224,8 +249,32 @@ class WebSocketHandler(RequestHandler):
             limits = self._limits_cache = self.get_limits()
         return limits
 
-    def check_request(self) -> ServerHandshake:
-        """Validate the upgrade request and its ``Origin``; raises HandshakeRejected."""
+    async def execute(
+        self, path_args: tuple[str | None, ...] = (), path_kwargs: dict[str, str] | None = None
+    ) -> None:
+        """Requests naming an HTTP fallback session (``fd_`` query parameters) go to
+        :mod:`fullduplex.server.fallback`; everything else runs as usual."""
+        if "fd_" in self.request.query and await serve_fallback(
+            self, path_args, path_kwargs or {}
+        ):
+            return
+        await super().execute(path_args, path_kwargs)
+
+    def check_request(self) -> ServerHandshake | FallbackOffer:
+        """Validate the upgrade request and its ``Origin``; raises HandshakeRejected.
+
+        For an HTTP fallback session open, only the ``Origin`` is checked, and the
+        offered subprotocols come from ``fd_protocols``."""
+        if self.fallback_transport is None:
+            return self._check_upgrade()
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            raise HandshakeRejected(403, f"origin {origin!r} is not allowed")
+        offered = self.request.query_arguments.get("fd_protocols")
+        protocols = [p.strip() for p in offered[-1].split(",") if p.strip()] if offered else []
+        return FallbackOffer(origin, protocols)
+
+    def _check_upgrade(self) -> ServerHandshake:
         handshake = ServerHandshake(self.request.to_protocol_request(), self._limits())
         handshake.validate()
         origin = handshake.origin
@@ -237,7 +286,9 @@ class WebSocketHandler(RequestHandler):
         """The transport-independent half of the upgrade: check the request, choose the
         subprotocol and compression; returns the ``101`` response and the protocol
         connection. Raises :class:`HandshakeRejected` (status and reason) to refuse."""
-        handshake = self.check_request()
+        handshake = self.check_request()  # an override still applies to upgrades
+        if not isinstance(handshake, ServerHandshake):
+            raise HandshakeRejected(400, "a fallback session open is not an upgrade")
         offered = handshake.subprotocols
         subprotocol = self.select_subprotocol(offered) if offered else None
         self.selected_subprotocol = subprotocol
@@ -320,10 +371,36 @@ class WebSocketHandler(RequestHandler):
             if leftover:
                 engine.data_received(leftover)
 
+    def attach_session(self, session: HTTPSession) -> None:
+        """The fallback counterpart of :meth:`switch`: the handler becomes the sink of
+        an opened HTTP session and :meth:`open` runs (messages wait for it)."""
+        self.connection = self.session = session
+        self.selected_subprotocol = session.subprotocol
+        session.sink = self
+        session.hold()
+        try:
+            result = self.open(*self.path_args, **self.path_kwargs)
+        except Exception:
+            logger.exception("error in open() of %s", session.name)
+            session.release()
+            session.close(1011, "internal error")
+            return
+        if result is not None and inspect.isawaitable(result):
+            asyncio.ensure_future(result).add_done_callback(self._opened)
+        else:
+            session.release()
+
     def _opened(self, task: asyncio.Future[Any]) -> None:
-        engine = self.engine
-        assert engine is not None
         exc = None if task.cancelled() else task.exception()
+        engine = self.engine
+        if engine is None:  # an HTTP fallback session
+            session = self.session
+            assert session is not None
+            session.release()
+            if exc is not None:
+                logger.error("error in open() of %s", session.name, exc_info=exc)
+                session.close(1011, "internal error")
+            return
         if exc is not None:
             engine.application_error("open()", exc)
             return
@@ -350,9 +427,10 @@ def function_view_handler(view: Callable[[WebSocket], Awaitable[Any]]) -> type[W
         ws: WebSocket | None = None
 
         def open(self, *args: Any, **kwargs: Any) -> None:
-            assert self.engine is not None
-            # The queue becomes the engine's sink; on_close still runs once.
-            self.ws = WebSocket(self.engine, self.request, on_closed=self.on_connection_closed)
+            host = self.engine or self.session
+            assert host is not None
+            # The queue becomes the connection's sink; on_close still runs once.
+            self.ws = WebSocket(host, self.request, on_closed=self.on_connection_closed)
             task = asyncio.ensure_future(self._run(*args, **kwargs))
             self.app.track_task(task)
 

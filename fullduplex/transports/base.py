@@ -40,7 +40,7 @@ class Broadcast:
     it, so N receivers of one transport share one ``bytes`` object.
     """
 
-    __slots__ = ("_message", "_payload", "cached_websocket_frame", "is_text")
+    __slots__ = ("_message", "_payload", "cached_json_tail", "cached_websocket_frame", "is_text")
 
     def __init__(
         self,
@@ -64,6 +64,9 @@ class Broadcast:
         #: The unmasked WebSocket frame once encoded, else None: what a WebSocket
         #: transport reads first (an attribute read is cheaper than a call per receiver).
         self.cached_websocket_frame = websocket_frame
+        #: The message part of an HTTP fallback record once encoded, else None (see
+        #: :mod:`fullduplex.transports.http_session`; only the sequence number differs).
+        self.cached_json_tail: bytes | None = None
 
     @classmethod
     def from_websocket_frame(cls, frame: bytes) -> Broadcast:
@@ -77,6 +80,7 @@ class Broadcast:
         self.is_text = opcode == OP_TEXT
         self._message = self._payload = None
         self.cached_websocket_frame = frame
+        self.cached_json_tail = None
         return self
 
     @property

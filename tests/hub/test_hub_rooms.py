@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import websockets
 from helpers import room_join as join
 from helpers import room_recv as recv
@@ -36,9 +37,23 @@ async def serving(
         yield f"ws://127.0.0.1:{server.port}/rooms", hub
 
 
+#: The transport ``connect`` uses: every test runs over WebSocket and each HTTP fallback.
+TRANSPORT = ["websocket"]
+
+
+@pytest.fixture(autouse=True, params=["websocket", "streaming", "sse", "polling"])
+def transport(request: pytest.FixtureRequest) -> Any:
+    TRANSPORT[0] = request.param
+    yield request.param
+    TRANSPORT[0] = "websocket"
+
+
 async def connect(url: str, user: str | None = None) -> WebSocketClientConnection:
     return await websocket_connect(
-        url + (f"?user={user}" if user else ""), ping_interval=None, open_timeout=5
+        url + (f"?user={user}" if user else ""),
+        ping_interval=None,
+        open_timeout=5,
+        transports=[TRANSPORT[0]],
     )
 
 
@@ -289,7 +304,11 @@ def test_hooks_authorize_transform_and_room_limit(kit: SimpleNamespace) -> None:
 
 def test_disconnect_leaves_every_room(kit: SimpleNamespace) -> None:
     async def main() -> None:
-        async with serving() as (url, hub):
+        # An HTTP session has no socket to lose: it ends after the session timeout,
+        # counted once its receiving request has found the client gone.
+        async with serving(
+            http_session_timeout=0.5, http_poll_timeout=0.5, http_heartbeat_interval=0.2
+        ) as (url, hub):
             watcher = await connect(url, "w")
             await join(watcher, "r1")
             c = await connect(url, "ann")

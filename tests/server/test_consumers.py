@@ -27,6 +27,11 @@ from fullduplex.protocol.errors import HandshakeFailed  # noqa: E402
 
 HOST = "127.0.0.1"
 
+#: Consumers do not know their transport: every test runs over each of them.
+over_every_transport = pytest.mark.parametrize(
+    "transport", ["websocket", "streaming", "sse", "polling"]
+)
+
 
 @contextlib.asynccontextmanager
 async def serving(routes: list[Any]) -> AsyncIterator[str]:
@@ -57,10 +62,11 @@ class AsyncEcho(AsyncWebsocketConsumer):
 
 
 @pytest.mark.parametrize("consumer", [Echo, AsyncEcho])
-def test_accept_and_echo_text_and_bytes(consumer: type) -> None:
+@over_every_transport
+def test_accept_and_echo_text_and_bytes(consumer: type, transport: str) -> None:
     async def main() -> None:
         async with serving([("/ws", consumer)]) as base:
-            conn = await websocket_connect(base + "/ws")
+            conn = await websocket_connect(base + "/ws", transports=[transport])
             await conn.send("héllo")
             assert await conn.read_message() == "héllo"
             await conn.send(b"\x00\xff")
@@ -86,12 +92,13 @@ class AsyncStopInConnect(AsyncWebsocketConsumer):
 
 
 @pytest.mark.parametrize("consumer", [Refuse, AsyncStopInConnect])
-def test_not_accepting_rejects_with_403_before_handshake(consumer: type) -> None:
+@over_every_transport
+def test_not_accepting_rejects_with_403_before_handshake(consumer: type, transport: str) -> None:
     async def main() -> None:
         Refuse.calls = []
         async with serving([("/ws", consumer)]) as base:
             with pytest.raises(HandshakeFailed) as info:
-                await websocket_connect(base + "/ws")
+                await websocket_connect(base + "/ws", transports=[transport])
             assert info.value.status == 403
         # connect ran (Refuse), disconnect did not: no connection was ever open
         assert Refuse.calls == (["connect"] if consumer is Refuse else [])
@@ -99,12 +106,13 @@ def test_not_accepting_rejects_with_403_before_handshake(consumer: type) -> None
     run(main())
 
 
-def test_connect_skipped_when_origin_rejected() -> None:
+@over_every_transport
+def test_connect_skipped_when_origin_rejected(transport: str) -> None:
     async def main() -> None:
         Refuse.calls = []
         async with serving([("/ws", Refuse)]) as base:
             with pytest.raises(HandshakeFailed) as info:
-                await websocket_connect(base + "/ws", origin="http://evil.example")
+                await websocket_connect(base + "/ws", transports=[transport], origin="http://evil.example")
             assert info.value.status == 403
         assert Refuse.calls == []  # the upgrade's own origin check answered
 
@@ -132,10 +140,13 @@ class Protocol(WebsocketConsumer):
         self.closes.append(code)
 
 
-def test_send_close_subprotocol_and_stop_consumer() -> None:
+@over_every_transport
+def test_send_close_subprotocol_and_stop_consumer(transport: str) -> None:
     async def main() -> None:
         async with serving([("/p", Protocol)]) as base:
-            conn = await websocket_connect(base + "/p", subprotocols=["chat.v1", "chat.v2"])
+            conn = await websocket_connect(
+                base + "/p", transports=[transport], subprotocols=["chat.v1", "chat.v2"]
+            )
             assert conn.subprotocol == "chat.v2"
             assert await conn.read_message() == "welcome"
             await conn.send("x")
@@ -145,14 +156,14 @@ def test_send_close_subprotocol_and_stop_consumer() -> None:
             assert await conn.read_message() is None
             assert conn.close_code == 4001
 
-            conn = await websocket_connect(base + "/p")
+            conn = await websocket_connect(base + "/p", transports=[transport])
             assert conn.subprotocol is None  # chat.v2 was not offered
             assert await conn.read_message() == "welcome"
             await conn.send("close")
             assert await conn.read_message() is None
             assert conn.close_code == 4002
 
-            conn = await websocket_connect(base + "/p")
+            conn = await websocket_connect(base + "/p", transports=[transport])
             assert await conn.read_message() == "welcome"
             await conn.send("stop")
             assert await conn.read_message() is None
@@ -175,11 +186,12 @@ class AsyncDisconnects(AsyncWebsocketConsumer):
 
 
 @pytest.mark.parametrize("consumer", [Disconnects, AsyncDisconnects])
-def test_disconnect_hook_gets_client_close_code(consumer: type) -> None:
+@over_every_transport
+def test_disconnect_hook_gets_client_close_code(consumer: type, transport: str) -> None:
     async def main() -> None:
         Disconnects.events = []
         async with serving([("/d", consumer)]) as base:
-            conn = await websocket_connect(base + "/d")
+            conn = await websocket_connect(base + "/d", transports=[transport])
             await conn.close(4321, "leaving")
             await wait_for(Disconnects.events)
         assert Disconnects.events == [{"type": "websocket.disconnect", "code": 4321}]
@@ -207,10 +219,13 @@ class Page(RequestHandler):
         self.write("http page")
 
 
-def test_url_route_kwargs_scope_and_protocol_routing() -> None:
+@over_every_transport
+def test_url_route_kwargs_scope_and_protocol_routing(transport: str) -> None:
     async def main() -> None:
         async with serving([("/", Page), ("/chat/{room}", Room)]) as base:
-            conn = await websocket_connect(base + "/chat/lobby?x=1", headers={"X-Who": "ann"})
+            conn = await websocket_connect(
+                base + "/chat/lobby?x=1", transports=[transport], headers={"X-Who": "ann"}
+            )
             await conn.send("hi")
             expected = "lobby|/chat/lobby|x=1|ann|127.0.0.1|" + str(
                 {"type": "websocket.receive", "text": "hi"}

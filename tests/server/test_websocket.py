@@ -38,6 +38,16 @@ def url(server: Any, path: str = "/") -> str:
     return f"ws://{HOST}:{server.port}{path}"
 
 
+#: Every transport a handler may be reached by: the handler tests run over each.
+TRANSPORTS = ["websocket", "streaming", "sse", "polling"]
+over_every_transport = pytest.mark.parametrize("transport", TRANSPORTS)
+
+
+async def connect(server: Any, path: str = "/", transport: str = "websocket", **kwargs: Any) -> Any:
+    """Our client on ``path`` over ``transport`` (the HTTP fallbacks included)."""
+    return await websocket_connect(url(server, path), transports=[transport], **kwargs)
+
+
 async def raw_http(port: int, request: str) -> tuple[int, dict[str, str], bytes]:
     """Send a raw request, read the whole response (the server closes after it)."""
     reader, writer = await asyncio.open_connection(HOST, port)
@@ -105,11 +115,12 @@ def recorder() -> tuple[type[Recorder], dict[str, Any]]:
 # ---------------------------------------------------------------- handler API (S3)
 
 
-def test_open_gets_route_placeholders_and_sync_on_message_echoes() -> None:
+@over_every_transport
+def test_open_gets_route_placeholders_and_sync_on_message_echoes(transport: str) -> None:
     async def main() -> None:
         cls, log = recorder()
         async with serving([("/room/{name}/{num}", cls)]) as server:
-            conn = await websocket_connect(url(server, "/room/lobby/7"))
+            conn = await connect(server, "/room/lobby/7", transport)
             await conn.send("hi")
             assert await conn.receive() == "hi"
             await conn.send(b"\x00\x01")
@@ -122,7 +133,8 @@ def test_open_gets_route_placeholders_and_sync_on_message_echoes() -> None:
     run(main())
 
 
-def test_async_on_message_runs_one_at_a_time_in_order() -> None:
+@over_every_transport
+def test_async_on_message_runs_one_at_a_time_in_order(transport: str) -> None:
     spans: list[tuple[str, float, float]] = []
 
     class Slow(WebSocketHandler):
@@ -135,7 +147,7 @@ def test_async_on_message_runs_one_at_a_time_in_order() -> None:
     async def main() -> None:
         async with (
             serving([("/", Slow)]) as server,
-            await websocket_connect(url(server)) as conn,
+            await connect(server, transport=transport) as conn,
         ):
             for m in "abc":
                 await conn.send(m)
@@ -177,12 +189,13 @@ async def _settle(log: dict[str, Any]) -> None:
     await asyncio.sleep(0.05)  # a second on_close would show up here
 
 
-def test_on_close_once_after_client_close_with_code_and_reason() -> None:
+@over_every_transport
+def test_on_close_once_after_client_close_with_code_and_reason(transport: str) -> None:
     async def main() -> None:
         cls, log = _close_log_handler()
         _fresh_events(log)
         async with serving([("/", cls)]) as server:
-            conn = await websocket_connect(url(server))
+            conn = await connect(server, transport=transport)
             await conn.close(4001, "client leaves")
             await _settle(log)
         assert log["closes"] == [(4001, "client leaves")]
@@ -190,12 +203,13 @@ def test_on_close_once_after_client_close_with_code_and_reason() -> None:
     run(main())
 
 
-def test_on_close_once_after_server_close() -> None:
+@over_every_transport
+def test_on_close_once_after_server_close(transport: str) -> None:
     async def main() -> None:
         cls, log = _close_log_handler()
         _fresh_events(log)
         async with serving([("/", cls)]) as server:
-            conn = await websocket_connect(url(server))
+            conn = await connect(server, transport=transport)
             await conn.send("close-me")
             assert await conn.read_message() is None
             assert (conn.close_code, conn.close_reason) == (4000, "server says bye")
@@ -206,14 +220,16 @@ def test_on_close_once_after_server_close() -> None:
     run(main())
 
 
-def test_on_close_once_after_abrupt_disconnect_is_1006() -> None:
+@over_every_transport
+def test_on_close_once_after_abrupt_disconnect_is_1006(transport: str) -> None:
     async def main() -> None:
         cls, log = _close_log_handler()
         _fresh_events(log)
-        async with serving([("/", cls)]) as server:
-            conn = await websocket_connect(url(server))
+        # An HTTP session has no socket to lose: it ends after the session timeout.
+        async with serving([("/", cls)], http_session_timeout=0.3) as server:
+            conn = await connect(server, transport=transport)
             await asyncio.wait_for(log["opened"].wait(), 2)
-            conn.engine.transport.abort()
+            conn.engine.abort()
             await _settle(log)
         assert log["closes"] == [(1006, "")]
 
@@ -242,7 +258,8 @@ def test_protocol_violation_unmasked_frame_gets_1002_and_on_close_once() -> None
     run(main())
 
 
-def test_write_message_future_dict_json_bytes_binary_and_write_after_close() -> None:
+@over_every_transport
+def test_write_message_future_dict_json_bytes_binary_and_write_after_close(transport: str) -> None:
     results: dict[str, Any] = {}
 
     class W(WebSocketHandler):
@@ -266,7 +283,7 @@ def test_write_message_future_dict_json_bytes_binary_and_write_after_close() -> 
     async def main() -> None:
         results["closed"] = asyncio.Event()
         async with serving([("/", W)]) as server:
-            conn = await websocket_connect(url(server))
+            conn = await connect(server, transport=transport)
             first = await conn.receive()
             assert isinstance(first, str) and json.loads(first) == {"a": 1, "b": [2]}
             assert await conn.receive() == b"\xff\x00"
@@ -332,7 +349,8 @@ def test_awaiting_ping_inside_async_on_message_resolves() -> None:
     run(main())
 
 
-def test_select_subprotocol_reflected_in_client() -> None:
+@over_every_transport
+def test_select_subprotocol_reflected_in_client(transport: str) -> None:
     offered: list[list[str]] = []
 
     class S(WebSocketHandler):
@@ -345,13 +363,13 @@ def test_select_subprotocol_reflected_in_client() -> None:
 
     async def main() -> None:
         async with serving([("/", S)]) as server:
-            async with await websocket_connect(
-                url(server), subprotocols=["chat.v1", "chat.v2"]
+            async with await connect(
+                server, transport=transport, subprotocols=["chat.v1", "chat.v2"]
             ) as conn:
                 assert conn.subprotocol == "chat.v2"
                 await conn.send("which")
                 assert await conn.receive() == "chat.v2"
-            async with await websocket_connect(url(server)) as conn:
+            async with await connect(server, transport=transport) as conn:
                 assert conn.subprotocol is None
 
     run(main())
@@ -380,7 +398,9 @@ def test_compression_negotiated_by_default_and_refused_when_none() -> None:
     run(main())
 
 
+@over_every_transport
 def test_exception_in_sync_on_message_closes_1011_without_details(
+    transport: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     closes: list[tuple[int | None, str | None]] = []
@@ -394,7 +414,7 @@ def test_exception_in_sync_on_message_closes_1011_without_details(
 
     async def main() -> None:
         async with serving([("/", Boom)]) as server:
-            conn = await websocket_connect(url(server))
+            conn = await connect(server, transport=transport)
             await conn.send("x")
             async with asyncio.timeout(1):  # the closing handshake completes promptly
                 assert await conn.read_message() is None
@@ -447,7 +467,8 @@ def test_exception_in_async_on_message_completes_closing_handshake() -> None:
     run(main())
 
 
-def test_exception_in_open_closes_1011() -> None:
+@over_every_transport
+def test_exception_in_open_closes_1011(transport: str) -> None:
     class BadOpen(WebSocketHandler):
         def open(self) -> None:
             raise RuntimeError("open failed: secret")
@@ -463,14 +484,15 @@ def test_exception_in_open_closes_1011() -> None:
     async def main() -> None:
         async with serving([("/s", BadOpen), ("/a", BadAsyncOpen)]) as server:
             for path in ("/s", "/a"):
-                conn = await websocket_connect(url(server, path))
+                conn = await connect(server, path, transport)
                 assert await conn.read_message() is None
                 assert (conn.close_code, conn.close_reason) == (1011, "internal error")
 
     run(main())
 
 
-def test_messages_sent_during_async_open_wait_until_open_returns() -> None:
+@over_every_transport
+def test_messages_sent_during_async_open_wait_until_open_returns(transport: str) -> None:
     order: list[str] = []
 
     class SlowOpen(WebSocketHandler):
@@ -485,7 +507,7 @@ def test_messages_sent_during_async_open_wait_until_open_returns() -> None:
     async def main() -> None:
         async with (
             serving([("/", SlowOpen)]) as server,
-            await websocket_connect(url(server)) as conn,
+            await connect(server, transport=transport) as conn,
         ):
             await conn.send("early")
             assert await conn.receive() == "early"
@@ -503,21 +525,23 @@ class Echo(WebSocketHandler):
         self.write_message(message)
 
 
+@over_every_transport
 def test_origin_same_origin_allowed_other_rejected_403_logged(
+    transport: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def main() -> None:
         async with serving([("/", Echo)]) as server:
             same = f"http://{HOST}:{server.port}"
-            async with await websocket_connect(url(server), origin=same) as conn:
+            async with await connect(server, transport=transport, origin=same) as conn:
                 await conn.send("ok")
                 assert await conn.receive() == "ok"
             with pytest.raises(HandshakeFailed) as info:
-                await websocket_connect(url(server), origin="https://evil.example")
+                await connect(server, transport=transport, origin="https://evil.example")
             assert info.value.status == 403
             assert b"evil.example" in info.value.body and b"not allowed" in info.value.body
             # no Origin header at all: a non-browser client
-            async with await websocket_connect(url(server)) as conn:
+            async with await connect(server, transport=transport) as conn:
                 await conn.send("ok")
                 assert await conn.receive() == "ok"
 
@@ -527,14 +551,16 @@ def test_origin_same_origin_allowed_other_rejected_403_logged(
     assert any("evil.example" in r.getMessage() for r in warnings)
 
 
-def test_allowed_origins_setting_opens_listed_origin_only() -> None:
+@over_every_transport
+def test_allowed_origins_setting_opens_listed_origin_only(transport: str) -> None:
     async def main() -> None:
         async with serving([("/", Echo)], allowed_origins=["https://example.com"]) as server:
-            async with await websocket_connect(url(server), origin="https://example.com") as c:
+            origin = "https://example.com"
+            async with await connect(server, transport=transport, origin=origin) as c:
                 await c.send("ok")
                 assert await c.receive() == "ok"
             with pytest.raises(HandshakeFailed) as info:
-                await websocket_connect(url(server), origin="https://other.example")
+                await connect(server, transport=transport, origin="https://other.example")
             assert info.value.status == 403
 
     run(main())
@@ -581,7 +607,8 @@ def test_post_to_websocket_route_405() -> None:
 # --------------------------------------------------------------- function views (S15)
 
 
-def test_function_view_receive_iterate_send_and_return_closes_1000() -> None:
+@over_every_transport
+def test_function_view_receive_iterate_send_and_return_closes_1000(transport: str) -> None:
     seen: dict[str, Any] = {}
 
     async def main() -> None:
@@ -600,7 +627,7 @@ def test_function_view_receive_iterate_send_and_return_closes_1000() -> None:
                         return
                     await ws.send(message)
 
-            async with await websocket_connect(url(server, "/v/blue")) as conn:
+            async with await connect(server, "/v/blue", transport) as conn:
                 await conn.send("hello")
                 assert await conn.receive() == "blue:hello"
                 await conn.send(b"\x01\x02")
@@ -613,7 +640,8 @@ def test_function_view_receive_iterate_send_and_return_closes_1000() -> None:
     assert seen == {"room": "blue", "path": "/v/blue"}
 
 
-def test_function_view_raise_closes_1011() -> None:
+@over_every_transport
+def test_function_view_raise_closes_1011(transport: str) -> None:
     async def main() -> None:
         async with serving([]) as server:
 
@@ -622,7 +650,7 @@ def test_function_view_raise_closes_1011() -> None:
                 await ws.receive()
                 raise RuntimeError("view secret")
 
-            conn = await websocket_connect(url(server, "/boom"))
+            conn = await connect(server, "/boom", transport)
             await conn.send("go")
             assert await conn.read_message() is None
             assert (conn.close_code, conn.close_reason) == (1011, "internal error")
@@ -630,7 +658,8 @@ def test_function_view_raise_closes_1011() -> None:
     run(main())
 
 
-def test_function_view_sees_client_close() -> None:
+@over_every_transport
+def test_function_view_sees_client_close(transport: str) -> None:
     ended: dict[str, Any] = {}
 
     async def main() -> None:
@@ -644,7 +673,7 @@ def test_function_view_sees_client_close() -> None:
                 ended["code"] = ws.close_code
                 done.set()
 
-            conn = await websocket_connect(url(server))
+            conn = await connect(server, transport=transport)
             await conn.send("one")
             await conn.close(4002, "done")
             await asyncio.wait_for(done.wait(), 2)
