@@ -72,7 +72,8 @@ class NoUpgradeNginx(Process):
     def start(self) -> NoUpgradeNginx:
         self._spawn([NGINX, "-p", str(self.prefix), "-c", str(self.conf)])
         assert self.proc is not None
-        _wait(lambda: bool(_http_get(self.port, "/")), "nginx", self.proc, self.prefix / "error.log")
+        log = self.prefix / "error.log"
+        _wait(lambda: bool(_http_get(self.port, "/")), "nginx", self.proc, log)
         return self
 
     def logs(self) -> str:
