@@ -316,6 +316,7 @@
       this._posting = false;
       this._postFailures = 0;
       this._ackTimer = null;
+      this._watchdog = null;
       this._timers = new Set();
       this._abort = null; // AbortController of the receiving request
       this._source = null; // EventSource
@@ -442,6 +443,8 @@
       while (this._receiving()) {
         const controller = typeof AbortController === "function" ? new AbortController() : null;
         this._abort = controller;
+        const silent = () => controller && controller.abort();
+        this._alive(silent);
         let ended = false;
         try {
           const ack = this._seen;
@@ -459,6 +462,7 @@
             const { value, done } = await reader.read();
             if (done || !this._receiving()) break;
             failures = 0;
+            this._alive(silent);
             this._opened();
             pending += decoder.decode(value, { stream: true });
             let end;
@@ -479,16 +483,24 @@
     _listen() {
       const Source = this._EventSource;
       // A fixed URL: the browser's own reconnects resume from Last-Event-ID.
-      const source = new Source(this._url({ fd_session: this._session, fd_ack: String(this._seen) }), { withCredentials: true });
+      const source = new Source(this._url({ fd_session: this._session, fd_ack: String(this._seen) }));
       this._source = source;
+      // A response that died unnoticed: listen again, from what we have.
+      const silent = () => {
+        source.close();
+        if (!this._done) this._listen();
+      };
+      this._alive(silent);
       let errors = 0;
       source.onmessage = (event) => {
         errors = 0;
+        this._alive(silent);
         this._opened();
         this._line(event.data);
       };
       source.addEventListener("heartbeat", () => {
         errors = 0;
+        this._alive(silent);
         this._opened();
       });
       source.onerror = () => {
@@ -499,6 +511,19 @@
           this._fail(1006);
         }
       };
+    }
+
+    /** (Re)start the wait for the next byte of a long response: silence for 2.5
+     * heartbeats (and a second) means the connection died without telling us. */
+    _alive(onSilent) {
+      if (this._watchdog !== null) {
+        clearTimeout(this._watchdog);
+        this._timers.delete(this._watchdog);
+      }
+      this._watchdog = this._later(() => {
+        this._watchdog = null;
+        onSilent();
+      }, (this._info.heartbeat * 2.5 + 1) * 1000);
     }
 
     async _poll() {
@@ -931,6 +956,15 @@
       }
     }
 
+    #forget() {
+      const storage = this.#options.remember ? tabStorage() : null;
+      try {
+        if (storage) storage.removeItem(MEMORY_KEY + this.#url);
+      } catch (_) {
+        // nothing kept then
+      }
+    }
+
     #connect() {
       this.#timer = null;
       this.#plan = this.#newPlan();
@@ -991,6 +1025,8 @@
           }
         }
       }
+      // Nothing opened: the next round starts from the first transport again.
+      if (!opened && !this.#plan.length) this.#forget();
       this.#onClose(event.code, event.reason, event.wasClean);
     }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ def test_direct_websocket_and_proxied_fallback_chat_through_a_node_kill(
 ) -> None:
     tabs: list[Tab] = []
     try:
+        started = time.monotonic()
         bob = Tab(browser, cluster.proxy.url, "bob")
+        bob_online = time.monotonic() - started
         tabs.append(bob)
         owner = _session_owner(cluster)
         survivor = next(name for name in CONF_NODES if name != owner)
@@ -129,8 +132,10 @@ def test_direct_websocket_and_proxied_fallback_chat_through_a_node_kill(
 
         # The node that owns bob's session dies without a word.
         cluster.nodes[owner].kill()
+        killed = time.monotonic()
         bob.page.wait_for_selector("#status[data-state=reconnecting]", timeout=WAIT_MS)
         bob.wait_online()
+        bob_back = time.monotonic() - killed
         for tab in tabs:
             tab.wait_online_users(["ada", "bob"])
         ada.send("still here?")
@@ -149,6 +154,8 @@ def test_direct_websocket_and_proxied_fallback_chat_through_a_node_kill(
             "after_kill": transports_after,
             "killed": owner,
             "ada_on": survivor,
+            "bob_online_after_login_page_s": round(bob_online, 2),
+            "bob_back_after_kill_s": round(bob_back, 2),
         }
         (artifacts / "transports.json").write_text(json.dumps(report, indent=2) + "\n")
         with capsys.disabled():

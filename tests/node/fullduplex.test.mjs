@@ -275,6 +275,7 @@ function fallbackServer(wss, mode) {
   mode.ws ??= "refuse";
   mode.transports ??= ["streaming", "sse", "polling"];
   mode.pollTimeout ??= 2000;
+  mode.heartbeat ??= 1;
   const sessions = new Map();
   const stats = { opens: [], upgrades: 0, cuts: 0, gets: 0, posts: 0 };
   const hung = [];
@@ -296,7 +297,7 @@ function fallbackServer(wss, mode) {
       stats.opens.push(transport);
       const peer = new SessionPeer(`s${++counter}`, transport, sessions);
       sessions.set(peer.id, peer);
-      json(200, { session: peer.id, transport, subprotocol: null, heartbeat: 1, poll_timeout: mode.pollTimeout / 1000, session_timeout: 45, max_buffer: 1048576, max_post: 1048576 });
+      json(200, { session: peer.id, transport, subprotocol: null, heartbeat: mode.heartbeat, poll_timeout: mode.pollTimeout / 1000, session_timeout: 45, max_buffer: 1048576, max_post: 1048576 });
       wss.emit("connection", peer, req);
       return;
     }
@@ -342,6 +343,12 @@ function fallbackServer(wss, mode) {
     }
     const frame = (r) => (sse ? `id: ${r.seq}\ndata: ${r.line}\n\n` : r.line + "\n");
     res.write(sse ? 'retry: 1000\nevent: heartbeat\ndata: {"heartbeat": true}\n\n' : '{"heartbeat": true}\n');
+    if (mode.stall) {
+      // The connection dies unnoticed after its first byte: nothing more, ever.
+      mode.stall = false;
+      while (live()) await peer.wait(1000);
+      return;
+    }
     let position = ack;
     while (live()) {
       const batch = peer.after(position);
@@ -351,7 +358,9 @@ function fallbackServer(wss, mode) {
         if (peer.closeSeq && position >= peer.closeSeq) break;
         continue;
       }
-      await peer.wait(1000);
+      const before = peer.seq;
+      await peer.wait(mode.heartbeat * 1000);
+      if (peer.seq === before && live()) res.write(sse ? 'event: heartbeat\ndata: {"heartbeat": true}\n\n' : '{"heartbeat": true}\n');
     }
     if (!res.destroyed) res.end();
   });
@@ -1086,6 +1095,19 @@ describe("HTTP fallback", { timeout: 15000 }, () => {
     const got = next(socket, "message");
     socket.send("through");
     assert.equal((await got).data, "through");
+  });
+
+  test("a streaming response that goes silent (no heartbeat) is replaced by a new GET", async () => {
+    const s = await server({ fallback: { stall: true, heartbeat: 0.2 } });
+    const socket = connect(s.url, { transports: ["streaming"] });
+    await next(socket, "open", 4000);
+    const got = next(socket, "message", 4000);
+    const started = Date.now();
+    s.text("after the silence");
+    assert.equal((await got).data, "after the silence");
+    assert.ok(Date.now() - started >= 1000, "delivered by the stalled response?");
+    assert.equal(s.http.stats.gets, 2);
+    assert.equal(socket.transport, "streaming");
   });
 
   test("binary messages travel as base64 both ways", async () => {
