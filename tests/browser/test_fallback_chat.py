@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from browser_kit import ROOT
+from test_chat import User
 
 sys.path.insert(0, str(ROOT / "tests" / "deploy"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -32,60 +33,29 @@ pytestmark = [pytest.mark.browser, pytest.mark.nginx, pytest.mark.redis]
 
 #: Falling back costs the WebSocket attempt and the streaming probe (4 s) first.
 ONLINE_TIMEOUT_MS = 20_000
-WAIT_MS = 10_000
 HTTP_TRANSPORTS = ("streaming", "sse", "polling")
 
 
-class Tab:
-    """A browser context logged in as ``name`` through ``base_url``, on the lobby page."""
+class Tab(User):
+    """A logged-in user whose tab may first have to find a transport that passes."""
 
-    def __init__(self, browser: Any, base_url: str, name: str) -> None:
-        self.name = name
-        self.context = browser.new_context(viewport={"width": 1180, "height": 760})
-        self.context.set_default_timeout(WAIT_MS)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.goto(base_url + "/")
-        self.page.fill("#name", name)
-        self.page.click("#login")
-        self.page.wait_for_url("**/room/lobby")
-        self.wait_online()
-
-    def wait_online(self) -> None:
-        self.page.wait_for_selector("#status[data-state=online]", timeout=ONLINE_TIMEOUT_MS)
-        self.page.wait_for_function(
-            "() => window.fullduplexDemo.room.joined", timeout=ONLINE_TIMEOUT_MS
-        )
+    def wait_online(self, timeout: float = ONLINE_TIMEOUT_MS) -> None:
+        super().wait_online(timeout)
 
     def transport(self) -> str:
         return str(self.page.evaluate("() => window.fullduplexDemo.socket.transport"))
 
-    def wait_online_users(self, names: list[str]) -> None:
-        self.page.wait_for_function(
-            """(names) => {
-              const users = [...document.querySelectorAll("#online > *")].map(e => e.dataset.user);
-              return users.length === names.length && names.every(n => users.includes(n));
-            }""",
-            arg=sorted(names),
-        )
-
-    def send(self, text: str) -> None:
-        self.page.fill("#message", text)
-        self.page.click("#send")
-
-    def wait_message(self, text: str) -> None:
-        self.page.wait_for_function(
-            """(text) => [...document.querySelectorAll("#messages > *")]
-                 .some((e) => e.textContent.endsWith(" - says: " + text))""",
-            arg=text,
-        )
-
     def count(self, text: str) -> int:
-        lines = self.page.eval_on_selector_all(
-            "#messages > *", "els => els.map(e => e.textContent)"
-        )
-        return sum(line.endswith(" - says: " + text) for line in lines)
+        return sum(line.endswith(" - says: " + text) for line in self.messages())
+
+
+def _chat_both_ways(ada: Tab, bob: Tab, from_ada: str, from_bob: str) -> None:
+    ada.send(from_ada)
+    bob.send(from_bob)
+    for tab in (ada, bob):
+        tab.wait_online_users(["ada", "bob"])
+        tab.wait_message(from_ada)
+        tab.wait_message(from_bob)
 
 
 @pytest.fixture
@@ -111,38 +81,26 @@ def test_direct_websocket_and_proxied_fallback_chat_through_a_node_kill(
     tabs: list[Tab] = []
     try:
         started = time.monotonic()
-        bob = Tab(browser, cluster.proxy.url, "bob")
+        bob = Tab(browser, cluster.proxy.url, "bob", artifacts)
         bob_online = time.monotonic() - started
         tabs.append(bob)
         owner = _session_owner(cluster)
         survivor = next(name for name in CONF_NODES if name != owner)
-        ada = Tab(browser, cluster.nodes[survivor].url, "ada")
+        ada = Tab(browser, cluster.nodes[survivor].url, "ada", artifacts)
         tabs.append(ada)
         transports = {"ada": ada.transport(), "bob": bob.transport()}
         assert transports["ada"] == "websocket"
         assert transports["bob"] in HTTP_TRANSPORTS
-        for tab in tabs:
-            tab.wait_online_users(["ada", "bob"])
-
-        ada.send("hello bob, over websocket")
-        bob.send("hello ada, from behind the proxy")
-        for tab in tabs:
-            tab.wait_message("hello bob, over websocket")
-            tab.wait_message("hello ada, from behind the proxy")
+        _chat_both_ways(ada, bob, "hello bob, over websocket", "hello ada, from behind the proxy")
 
         # The node that owns bob's session dies without a word.
         cluster.nodes[owner].kill()
         killed = time.monotonic()
-        bob.page.wait_for_selector("#status[data-state=reconnecting]", timeout=WAIT_MS)
+        bob.page.wait_for_selector("#status[data-state=reconnecting]")
         bob.wait_online()
         bob_back = time.monotonic() - killed
+        _chat_both_ways(ada, bob, "still here?", "yes, through the other node")
         for tab in tabs:
-            tab.wait_online_users(["ada", "bob"])
-        ada.send("still here?")
-        bob.send("yes, through the other node")
-        for tab in tabs:
-            tab.wait_message("still here?")
-            tab.wait_message("yes, through the other node")
             for text in ("hello bob, over websocket", "hello ada, from behind the proxy"):
                 assert tab.count(text) == 1, (tab.name, text)
 
@@ -161,8 +119,8 @@ def test_direct_websocket_and_proxied_fallback_chat_through_a_node_kill(
         with capsys.disabled():
             print(f"\ntransports: {report}")
         for tab in tabs:
-            tab.page.screenshot(path=str(artifacts / f"end-{tab.name}.png"))
+            tab.screenshot("end")
         assert not ada.errors and not bob.errors, ada.errors + bob.errors
     finally:
         for tab in tabs:
-            tab.context.close()
+            tab.close()

@@ -14,7 +14,19 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from procs import LOCALHOST, NGINX, REPO, Process, Stack, _http_get, _wait, free_port, require
+from procs import (
+    LOCALHOST,
+    NGINX,
+    REPO,
+    Nginx,
+    Process,
+    Stack,
+    _http_get,
+    _wait,
+    free_port,
+    main_context,
+    require,
+)
 
 NO_UPGRADE_CONF = REPO / "deploy" / "nginx-no-upgrade.conf"
 #: The node names the configuration routes on, with the port each has in the file.
@@ -31,43 +43,20 @@ def render_no_upgrade_conf(prefix: Path, ports: Mapping[str, int], listen_port: 
         assert count == 2, f"deploy/nginx-no-upgrade.conf: {name} should appear in two pools"
     assert "listen 8080;" in site
     site = site.replace("listen 8080;", f"listen {LOCALHOST}:{listen_port};")
-    temp = "\n".join(
-        f"    {name}_temp_path {prefix / name};"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    return (
-        f"{user}daemon off;\nmaster_process on;\nworker_processes 1;\n"
-        "worker_shutdown_timeout 5s;\n"
-        f"pid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'} warn;\n"
-        "events { worker_connections 1024; }\n"
-        f"http {{\n    access_log {prefix / 'access.log'};\n{temp}\n{site}\n}}\n"
-    )
+    return main_context(prefix, site)
 
 
-class NoUpgradeNginx(Process):
-    """nginx with deploy/nginx-no-upgrade.conf in front of the named nodes."""
+class NoUpgradeNginx(Nginx):
+    """nginx with deploy/nginx-no-upgrade.conf in front of the named nodes (plain HTTP)."""
 
     def __init__(self, prefix: Path, ports: Mapping[str, int]) -> None:
         prefix.mkdir(parents=True, exist_ok=True)
-        super().__init__("nginx-no-upgrade", prefix / "stderr.log")
+        Process.__init__(self, "nginx-no-upgrade", prefix / "stderr.log")
         self.prefix = prefix
         self.port = free_port()
         self.url = f"http://{LOCALHOST}:{self.port}"
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(render_no_upgrade_conf(prefix, ports, self.port))
-
-    def check(self) -> str:
-        import subprocess
-
-        result = subprocess.run(
-            [NGINX, "-t", "-p", str(self.prefix), "-c", str(self.conf)],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stderr
 
     def start(self) -> NoUpgradeNginx:
         self._spawn([NGINX, "-p", str(self.prefix), "-c", str(self.conf)])
@@ -75,11 +64,6 @@ class NoUpgradeNginx(Process):
         log = self.prefix / "error.log"
         _wait(lambda: bool(_http_get(self.port, "/")), "nginx", self.proc, log)
         return self
-
-    def logs(self) -> str:
-        from procs import _tail
-
-        return _tail(self.prefix / "error.log", 60) + "\n" + super().logs()
 
 
 class DemoNode(Process):
