@@ -304,6 +304,8 @@
       this._fetch = options.fetch || root.fetch.bind(root);
       this._EventSource = options.EventSource || root.EventSource;
       this._firstByteTimeout = options.firstByteTimeout;
+      this._canPoll = options.transports.indexOf("polling") >= 0;
+      this._switching = false;
       this._session = null;
       this._info = { heartbeat: 15, poll_timeout: 25, max_buffer: 1048576, max_post: 1048576 };
       this._seen = 0; // highest server seq received
@@ -403,12 +405,20 @@
         this._poll();
         return;
       }
-      // Open once the first byte arrives: a buffering proxy shows here, before any use.
+      // Open once the first byte arrives. None in time: a proxy is buffering; the
+      // session goes on with long polling (or is given up if that is not allowed).
       this._later(() => {
         if (this.readyState !== CONNECTING || this._done) return;
         this.buffered = true;
-        this._abandon();
-        this._fail(1006);
+        if (!this._canPoll) {
+          this._abandon();
+          return this._fail(1006);
+        }
+        this._stopReceiving();
+        this.transport = "polling";
+        this._switching = true;
+        this._opened();
+        this._poll();
       }, this._firstByteTimeout);
       if (this.transport === "sse") this._listen();
       else this._stream();
@@ -431,6 +441,15 @@
       return !this._done;
     }
 
+    /** Stop the watchdog of a long response. */
+    _calm() {
+      if (this._watchdog !== null) {
+        clearTimeout(this._watchdog);
+        this._timers.delete(this._watchdog);
+        this._watchdog = null;
+      }
+    }
+
     /** Up to three quick retries of a receiving request that failed on the network. */
     async _retry(failures) {
       if (failures > 3 || !this._receiving()) return false;
@@ -440,7 +459,7 @@
 
     async _stream() {
       let failures = 0;
-      while (this._receiving()) {
+      while (this._receiving() && this.transport === "streaming") {
         const controller = typeof AbortController === "function" ? new AbortController() : null;
         this._abort = controller;
         const silent = () => controller && controller.abort();
@@ -476,6 +495,7 @@
         } catch (_) {
           // the network failed, or we aborted
         }
+        if (this.transport !== "streaming") return; // moved to polling
         if (!ended && !(await this._retry(++failures))) return this._receiving() && this._fail(1006);
       }
     }
@@ -488,7 +508,7 @@
       // A response that died unnoticed: listen again, from what we have.
       const silent = () => {
         source.close();
-        if (!this._done) this._listen();
+        if (!this._done && this._source === source) this._listen();
       };
       this._alive(silent);
       let errors = 0;
@@ -504,7 +524,7 @@
         this._opened();
       });
       source.onerror = () => {
-        if (this._done) return;
+        if (this._done || this._source !== source) return;
         // CLOSED: refused (410 after a restart, a proxy error); CONNECTING: retrying by itself.
         if (source.readyState === 2 || ++errors > 3) {
           source.close();
@@ -516,10 +536,7 @@
     /** (Re)start the wait for the next byte of a long response: silence for 2.5
      * heartbeats (and a second) means the connection died without telling us. */
     _alive(onSilent) {
-      if (this._watchdog !== null) {
-        clearTimeout(this._watchdog);
-        this._timers.delete(this._watchdog);
-      }
+      this._calm();
       this._watchdog = this._later(() => {
         this._watchdog = null;
         onSilent();
@@ -533,8 +550,12 @@
         let body = null;
         try {
           const ack = this._seen;
-          const response = await this._request(this._url({ fd_session: this._session, fd_ack: String(ack) }), { method: "GET" }, wait);
+          const params = { fd_session: this._session, fd_ack: String(ack) };
+          // Until the server has seen it once: the session moves to polling.
+          if (this._switching) params.fd_transport = "polling";
+          const response = await this._request(this._url(params), { method: "GET" }, wait);
           if (!response.ok) return this._receiving() && this._status(response.status);
+          this._switching = false;
           body = await response.text();
           this._acknowledged(ack);
         } catch (_) {
@@ -695,6 +716,7 @@
     }
 
     _stopReceiving() {
+      this._calm();
       if (this._abort) this._abort.abort();
       this._abort = null;
       if (this._source) this._source.close();
@@ -1138,7 +1160,9 @@
       this.#clearOpenTimer();
       this.#protocol = ws.protocol || "";
       this.#extensions = ws.extensions || "";
-      if (this.#usedFallback) this.#remember(this.#transport);
+      // A streaming or SSE session held back by a proxy opens as polling.
+      if (ws instanceof HTTPTransport) this.#transport = ws.transport;
+      if (this.#usedFallback || ws.buffered) this.#remember(this.#transport);
       this.#usedFallback = false;
       // Joins first, so that queued publishes find their rooms joined on the server.
       for (const room of this.#rooms.values()) ws.send(room[JOIN_FRAME]());

@@ -290,7 +290,7 @@ function fallbackServer(wss, mode) {
       res.writeHead(status, { "Content-Type": "application/json", "Cache-Control": "no-store" });
       res.end(JSON.stringify(obj));
     };
-    if (q.has("fd_transport")) {
+    if (q.has("fd_transport") && !q.has("fd_session")) {
       const transport = q.get("fd_transport");
       if (req.method !== "POST") return json(405, { error: "POST" });
       if (!mode.transports.includes(transport)) return json(404, { error: "not offered" });
@@ -317,6 +317,12 @@ function fallbackServer(wss, mode) {
       return;
     }
     stats.gets++;
+    if (q.has("fd_transport")) {
+      // The session goes on with another transport (a client behind a buffering proxy).
+      if (!mode.transports.includes(q.get("fd_transport"))) return json(404, { error: "not offered" });
+      peer.transport = q.get("fd_transport");
+      stats.switches = (stats.switches || 0) + 1;
+    }
     peer.acknowledge(ack);
     const generation = ++peer.generation;
     for (const wake of peer.waiters) wake(); // a new receiving request ends the previous one
@@ -1086,15 +1092,33 @@ describe("HTTP fallback", { timeout: 15000 }, () => {
     assert.deepEqual(s.http.stats.opens, ["polling"]); // streaming answered 404 before a session existed
   });
 
-  test("a buffering proxy (no first byte in time) drops streaming for long polling", async () => {
+  test("a buffering proxy (no first byte in time): the same session goes on with long polling", async () => {
+    const storage = withTabStorage();
     const s = await server({ fallback: { buffer: true } });
-    const socket = connect(s.url, { firstByteTimeout: 400, EventSource: class {} });
-    await next(socket, "open", 4000);
-    assert.equal(socket.transport, "polling"); // sse skipped: the same proxy holds it back
-    assert.deepEqual(s.http.stats.opens, ["streaming", "polling"]);
+    const socket = connect(s.url, { firstByteTimeout: 400, probeDelay: 60000 });
+    const room = socket.join("lobby");
+    s.publish("lobby", "before"); // sent while the proxy holds the stream back
+    const joined = await next(room, "joined", 4000);
+    assert.equal(joined.detail.offset, 1);
+    assert.equal(socket.transport, "polling");
+    assert.deepEqual(s.http.stats.opens, ["streaming"]); // no second session: the handler opened once
+    assert.equal(s.http.stats.switches, 1);
+    assert.equal([...s.http.sessions.values()][0].transport, "polling");
+    assert.equal(storage.get("fullduplex.transport " + s.url), "polling");
     const got = next(socket, "message");
     socket.send("through");
     assert.equal((await got).data, "through");
+  });
+
+  test("a buffering proxy with polling not allowed: the session is given up", async () => {
+    const s = await server({ fallback: { buffer: true } });
+    const socket = connect(s.url, { firstByteTimeout: 300, transports: ["streaming"], maxRetries: 0 });
+    const closed = await next(socket, "close", 4000);
+    assert.equal(closed.code, 1006);
+    assert.deepEqual(s.http.stats.opens, ["streaming"]);
+    // The server is told: the client's close record ends the handler at once.
+    const peer = [...s.http.sessions.values()][0];
+    await until(() => peer.taken_messages.some((r) => r.close === 1001), 2000, "the close record");
   });
 
   test("a streaming response that goes silent (no heartbeat) is replaced by a new GET", async () => {
@@ -1138,7 +1162,7 @@ describe("HTTP fallback", { timeout: 15000 }, () => {
     for (let i = 0; i < N; i++) {
       socket.send(`c${i}`); // echoed by the server
       if (i % 4 === 0) s.text(`s${i}`);
-      if (i % 10 === 0) await sleep(20);
+      await sleep(10); // many small requests, so that several are cut
     }
     const expected = N + Math.ceil(N / 4);
     await until(() => got.length >= expected, 10000, `${expected} messages`);
@@ -1148,7 +1172,7 @@ describe("HTTP fallback", { timeout: 15000 }, () => {
     assert.deepEqual(got.filter((m) => m[0] === "s"), Array.from({ length: N / 4 }, (_, i) => `s${i * 4}`));
     const peer = [...s.http.sessions.values()][0];
     assert.deepEqual(peer.taken_messages.map((r) => r.text), Array.from({ length: N }, (_, i) => `c${i}`));
-    assert.ok(s.http.stats.cuts >= 3, `only ${s.http.stats.cuts} cuts`);
+    assert.ok(s.http.stats.cuts >= 4, `only ${s.http.stats.cuts} cuts`);
   });
 
   test("the tab remembers the fallback: the next socket skips WebSocket", async () => {
