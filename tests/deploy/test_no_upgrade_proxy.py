@@ -4,8 +4,9 @@ Two ``fullduplex demo`` nodes on one redis-server share a cookie secret file; ng
 in front drops ``Upgrade``, buffers every response and balances round robin. A login
 made on one node is valid on the other; WebSocket fails through the proxy; a
 streaming response shows no byte through it (so clients poll); a long-polling
-session routed by its node name chats in a room through the proxy, round trip after
-round trip, and after its node is killed a new session on the survivor resumes.
+session chats in a room through the proxy, round trip after round trip, though nginx
+sends every other request to the node that does not own it (it forwards them through
+Redis), and after a node is killed a new session on the survivor resumes the room.
 """
 
 from __future__ import annotations
@@ -167,8 +168,7 @@ def test_polling_chats_through_the_proxy_and_survives_its_node(stack: Stack) -> 
         return offsets
 
     async def scenario() -> None:
-        # Ten round trips: every POST and poll of the session reaches the node that
-        # owns it, though nginx alternates nodes for everything else.
+        # Ten round trips: nginx alternates nodes, the other node forwards to the owner.
         offsets = await session([f"m{i}" for i in range(10)], None)
         assert offsets == list(range(1, 11))
         # Kill one node: new sessions land on the survivor (nginx skips the dead one)
