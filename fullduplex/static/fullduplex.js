@@ -314,7 +314,6 @@
       this._sent = 0; // last client seq given out
       this._outbox = []; // {seq, line|null}, until a POST carrying them is answered
       this._outboxBytes = 0;
-      this._inflight = 0; // records of the outbox in the POST on its way
       this._posting = false;
       this._postFailures = 0;
       this._ackTimer = null;
