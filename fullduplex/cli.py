@@ -229,7 +229,7 @@ def _check_server_options(args: argparse.Namespace) -> None:
             fail("--asgi serves one process; run several behind a load balancer")
         if args.redis:
             fail("--redis is for fullduplex apps; an ASGI app brings its own backends")
-    if args.node_id and args.workers > 1:
+    if getattr(args, "node_id", None) and args.workers > 1:
         fail("--node-id names one process; run one node per port, not --workers")
 
 
