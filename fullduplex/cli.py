@@ -193,6 +193,16 @@ def _add_server_options(parser: argparse.ArgumentParser, port: int) -> None:
         metavar="URL",
         help="hub backend: redis://host:port/db (default: the app's hub setting)",
     )
+    parser.add_argument(
+        "--cookie-secret-file",
+        metavar="PATH",
+        help="the cookie_secret setting from this file (share it between the nodes of a cluster)",
+    )
+    parser.add_argument(
+        "--node-id",
+        metavar="NAME",
+        help="the node_id setting: this node's name in HTTP fallback session ids",
+    )
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -219,6 +229,8 @@ def _check_server_options(args: argparse.Namespace) -> None:
             fail("--asgi serves one process; run several behind a load balancer")
         if args.redis:
             fail("--redis is for fullduplex apps; an ASGI app brings its own backends")
+    if getattr(args, "node_id", None) and args.workers > 1:
+        fail("--node-id names one process; run one node per port, not --workers")
 
 
 def _run_app(
@@ -233,6 +245,13 @@ def _run_app(
         return
     if args.redis:
         app.settings["hub"] = args.redis
+    try:
+        if args.cookie_secret_file:
+            app.settings["cookie_secret_file"] = args.cookie_secret_file
+        if args.node_id:
+            app.settings["node_id"] = args.node_id
+    except SettingsError as exc:
+        fail(str(exc))
     extra: dict[str, Any] = {} if sock is None else {"sock": sock}
     port = args.port if sock is None else sock.getsockname()[1]
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import reprlib
 import types
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -72,6 +73,14 @@ class Settings(MutableMapping[str, Any]):
         default=None,
         metadata=_doc(
             "key for signed cookies; a list: the first signs, all verify (key rotation)", group=_APP
+        ),
+    )
+    cookie_secret_file: str | os.PathLike[str] | None = field(
+        default=None,
+        metadata=_doc(
+            "file holding ``cookie_secret``, one key per line (first signs); read when set, "
+            "so every node behind one load balancer can share it",
+            group=_APP,
         ),
     )
     login_url: str | None = field(
@@ -348,6 +357,14 @@ class Settings(MutableMapping[str, Any]):
         ),
     )
     # -- process
+    node_id: str | None = field(
+        default=None,
+        metadata=_doc(
+            "this process's name in HTTP fallback session ids, which a load balancer can "
+            "route on (letters, digits, ``-``, ``_``; one process per name; None: random)",
+            group=_PROCESS,
+        ),
+    )
     tune_malloc: bool = field(
         default=True,
         metadata=_doc(
@@ -374,6 +391,12 @@ class Settings(MutableMapping[str, Any]):
         spec = _SPECS.get(name)
         if spec is not None:
             spec.check(value)
+            if name == "cookie_secret_file" and value is not None:
+                object.__setattr__(self, "cookie_secret", _read_secrets(value))
+            elif name == "node_id" and value is not None and not _NODE_ID.fullmatch(value):
+                raise SettingsError(
+                    f"setting 'node_id' takes letters, digits, '-' and '_' (1 to 32), not {value!r}"
+                )
         elif name == "extra":
             _check_extra(value)
         else:
@@ -429,6 +452,22 @@ class Settings(MutableMapping[str, Any]):
             max_header_size=self.max_header_size,
             max_header_count=self.max_header_count,
         )
+
+
+_NODE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _read_secrets(path: str | os.PathLike[str]) -> str | list[str]:
+    """The keys in a ``cookie_secret_file``: one per non-blank line, the first signs."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            keys = [line.strip() for line in file if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SettingsError(f"setting 'cookie_secret_file': cannot read {path}: {reason}") from None
+    if not keys:
+        raise SettingsError(f"setting 'cookie_secret_file': {path} holds no key")
+    return keys[0] if len(keys) == 1 else keys
 
 
 class _Spec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,3 +29,5 @@ def test_fullduplex_js_unit_tests() -> None:
     summary = "\n".join(line for line in result.stdout.splitlines() if line.startswith("# "))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "# fail 0" in summary and "# pass 0" not in summary, summary
+    # The transport fallback's state machine ran too, against its in-test HTTP server.
+    assert re.search(r"(?m)^ok \d+ - HTTP fallback$", result.stdout), result.stdout[-2000:]

@@ -65,7 +65,7 @@ class SessionRegistry:
             secret = secret.encode("utf-8")
         key = secret if isinstance(secret, bytes) else secrets.token_bytes(32)
         #: Makes and checks the signed session ids naming this node.
-        self.ids = SessionIds(secrets.token_hex(4), key)
+        self.ids = SessionIds(s.node_id or secrets.token_hex(4), key)
         self.config = SessionConfig(
             heartbeat=s.http_heartbeat_interval,
             poll_timeout=s.http_poll_timeout,

@@ -261,6 +261,11 @@ def render_nginx_conf(
     for old, new in replacements.items():
         assert old in site, f"deploy/nginx.conf: {old!r} not found"
         site = site.replace(old, new)
+    return main_context(prefix, site)
+
+
+def main_context(prefix: Path, site: str) -> str:
+    """A runnable nginx configuration in ``prefix`` around ``http``-context directives."""
     temp = "\n".join(
         f"    {name}_temp_path {prefix / name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")

@@ -4,7 +4,8 @@
 import { afterEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { once as onceEmitter } from "node:events";
+import { EventEmitter, once as onceEmitter } from "node:events";
+import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import vm from "node:vm";
@@ -54,9 +55,20 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * {"op":...}); any other frame is echoed, except the text commands "close <code>"
  * and "kill". Room state outlives connections, so clients can resume.
  */
-async function startServer({ historySize = 100, port = 0 } = {}) {
-  const wss = new WebSocketServer({ host: "127.0.0.1", port, handleProtocols: (set) => [...set][0] ?? false });
-  await onceEmitter(wss, "listening");
+async function startServer({ historySize = 100, port = 0, fallback = null } = {}) {
+  const handleProtocols = (set) => [...set][0] ?? false;
+  let http = null;
+  let wss;
+  if (fallback) {
+    // WebSocket and the HTTP fallback transports on one port, as on the real server.
+    wss = new WebSocketServer({ noServer: true, handleProtocols });
+    http = fallbackServer(wss, fallback);
+    http.listen(port, "127.0.0.1");
+    await onceEmitter(http, "listening");
+  } else {
+    wss = new WebSocketServer({ host: "127.0.0.1", port, handleProtocols });
+    await onceEmitter(wss, "listening");
+  }
   const rooms = new Map();
   const received = []; // every text frame, in arrival order
   let connections = 0;
@@ -129,8 +141,10 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
     });
   });
 
-  const { port: bound } = wss.address();
+  const { port: bound } = (http || wss).address();
+  const peers = () => (http ? [...wss.clients, ...http.sessions.values()] : [...wss.clients]);
   return {
+    http,
     url: `ws://127.0.0.1:${bound}/`,
     port: bound,
     rooms,
@@ -141,17 +155,234 @@ async function startServer({ historySize = 100, port = 0 } = {}) {
     },
     /** Send `obj` as is to every client. */
     raw(obj) {
-      for (const ws of wss.clients) send(ws, obj);
+      for (const ws of peers()) send(ws, obj);
+    },
+    /** Send `text` as is to every client. */
+    text(text) {
+      for (const ws of peers()) ws.send(text);
     },
     /** Drop every connection without a closing handshake (the client sees 1006). */
     kill() {
-      for (const ws of wss.clients) ws.terminate();
+      for (const ws of peers()) ws.terminate();
     },
     async close() {
-      for (const ws of wss.clients) ws.terminate();
+      for (const ws of peers()) ws.terminate();
       await new Promise((r) => wss.close(r));
+      if (http) {
+        for (const socket of http.hung) socket.destroy();
+        http.closeAllConnections();
+        await new Promise((r) => http.close(r));
+      }
     },
   };
+}
+
+/**
+ * The server side of a fallback session, shaped like a `ws` socket (send, close,
+ * terminate, readyState, "message" and "close" events) so that the rooms peer above
+ * serves it unchanged. Records follow docs/topics/transports.md.
+ */
+class SessionPeer extends EventEmitter {
+  constructor(id, transport, sessions) {
+    super();
+    this.id = id;
+    this.transport = transport;
+    this.sessions = sessions;
+    this.readyState = WebSocket.OPEN;
+    this.records = []; // [{seq, line}] not acknowledged yet
+    this.seq = 0; // last server seq
+    this.taken = 0; // last client seq taken
+    this.closeSeq = 0;
+    this.waiters = new Set();
+    this.generation = 0;
+    this.taken_messages = []; // every client record taken, in order
+  }
+
+  #push(record) {
+    const seq = ++this.seq;
+    this.records.push({ seq, line: JSON.stringify({ seq, ...record }) });
+    for (const wake of this.waiters) wake();
+    return seq;
+  }
+
+  send(data, options) {
+    if (this.readyState !== WebSocket.OPEN) return;
+    if (typeof data === "string" && !(options && options.binary)) this.#push({ text: data });
+    else this.#push({ binary: Buffer.from(data).toString("base64") });
+  }
+
+  close(code, reason = "") {
+    if (this.readyState !== WebSocket.OPEN) return;
+    this.readyState = WebSocket.CLOSING;
+    this.closeSeq = this.#push({ close: code, reason });
+  }
+
+  terminate() {
+    if (this.readyState === WebSocket.CLOSED) return;
+    this.readyState = WebSocket.CLOSED;
+    this.sessions.delete(this.id);
+    for (const wake of this.waiters) wake();
+    this.emit("close");
+  }
+
+  acknowledge(ack) {
+    this.records = this.records.filter((r) => r.seq > ack);
+    if (this.closeSeq && ack >= this.closeSeq) this.terminate();
+  }
+
+  after(ack) {
+    return this.records.filter((r) => r.seq > ack);
+  }
+
+  wait(ms) {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.waiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.waiters.add(wake);
+    });
+  }
+
+  /** Client records, once each, in order; false on a gap. */
+  take(records) {
+    for (const record of records) {
+      if (record.seq <= this.taken) continue;
+      if (record.seq !== this.taken + 1) return false;
+      this.taken = record.seq;
+      this.taken_messages.push(record);
+      if ("text" in record) this.emit("message", Buffer.from(record.text), false);
+      else if ("binary" in record) this.emit("message", Buffer.from(record.binary, "base64"), true);
+      else if ("close" in record) {
+        this.close(record.close, record.reason || "");
+        this.emit("close");
+      }
+    }
+    return true;
+  }
+}
+
+/**
+ * An HTTP server for the fallback transports in front of `wss` (noServer). `mode` may
+ * change while it runs: ws "accept" | "refuse" (the upgrade is dropped: 1006) | "hang"
+ * (never answered); `buffer` (streaming/SSE bodies held back, as by a buffering proxy);
+ * `cutEvery` n (every n-th polling answer is cut half-way and every n-th POST loses its
+ * answer after its records were taken); `transports` offered.
+ */
+function fallbackServer(wss, mode) {
+  mode.ws ??= "refuse";
+  mode.transports ??= ["streaming", "sse", "polling"];
+  mode.pollTimeout ??= 2000;
+  mode.heartbeat ??= 1;
+  const sessions = new Map();
+  const stats = { opens: [], upgrades: 0, cuts: 0, gets: 0, posts: 0 };
+  const hung = [];
+  let counter = 0;
+  const server = createServer(async (req, res) => {
+    const url = new URL(req.url, "http://127.0.0.1");
+    const q = url.searchParams;
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const body = Buffer.concat(chunks).toString();
+    const json = (status, obj) => {
+      res.writeHead(status, { "Content-Type": "application/json", "Cache-Control": "no-store" });
+      res.end(JSON.stringify(obj));
+    };
+    if (q.has("fd_transport") && !q.has("fd_session")) {
+      const transport = q.get("fd_transport");
+      if (req.method !== "POST") return json(405, { error: "POST" });
+      if (!mode.transports.includes(transport)) return json(404, { error: "not offered" });
+      stats.opens.push(transport);
+      const peer = new SessionPeer(`s${++counter}`, transport, sessions);
+      sessions.set(peer.id, peer);
+      json(200, { session: peer.id, transport, subprotocol: null, heartbeat: mode.heartbeat, poll_timeout: mode.pollTimeout / 1000, session_timeout: 45, max_buffer: 1048576, max_post: 1048576 });
+      wss.emit("connection", peer, req);
+      return;
+    }
+    const peer = sessions.get(q.get("fd_session"));
+    if (!peer) return json(410, { error: "unknown session" });
+    const ack = Math.max(Number(q.get("fd_ack") || 0), Number(req.headers["last-event-id"] || 0));
+    if (req.method === "POST") {
+      stats.posts++;
+      const records = body.split("\n").filter(Boolean).map((line) => JSON.parse(line));
+      if (!peer.take(records)) return json(400, { error: "gap" });
+      peer.acknowledge(ack);
+      if (mode.cutEvery && records.length && stats.posts % mode.cutEvery === 0) {
+        stats.cuts++;
+        return res.socket.destroy(); // taken, but the answer is lost
+      }
+      res.writeHead(204).end();
+      return;
+    }
+    stats.gets++;
+    if (q.has("fd_transport")) {
+      // The session goes on with another transport (a client behind a buffering proxy).
+      if (!mode.transports.includes(q.get("fd_transport"))) return json(404, { error: "not offered" });
+      peer.transport = q.get("fd_transport");
+      stats.switches = (stats.switches || 0) + 1;
+    }
+    peer.acknowledge(ack);
+    const generation = ++peer.generation;
+    for (const wake of peer.waiters) wake(); // a new receiving request ends the previous one
+    const live = () => peer.generation === generation && peer.readyState !== WebSocket.CLOSED && !res.destroyed;
+    if (peer.transport === "polling") {
+      const end = Date.now() + mode.pollTimeout;
+      while (live() && !peer.after(ack).length && Date.now() < end) await peer.wait(end - Date.now());
+      const text = peer.after(ack).map((r) => r.line + "\n").join("");
+      if (!live()) return res.destroyed || res.end();
+      res.writeHead(200, { "Content-Type": "application/x-ndjson", "Content-Length": Buffer.byteLength(text) });
+      if (mode.cutEvery && text && stats.gets % mode.cutEvery === 0) {
+        stats.cuts++;
+        res.write(text.slice(0, Math.floor(text.length / 2)));
+        return setTimeout(() => res.socket.destroy(), 10);
+      }
+      return res.end(text);
+    }
+    const sse = peer.transport === "sse";
+    res.writeHead(200, { "Content-Type": sse ? "text/event-stream" : "application/x-ndjson", "Cache-Control": "no-store", "X-Accel-Buffering": "no" });
+    if (mode.buffer) {
+      // A buffering proxy: nothing reaches the client until the response ends.
+      while (live()) await peer.wait(1000);
+      return;
+    }
+    const frame = (r) => (sse ? `id: ${r.seq}\ndata: ${r.line}\n\n` : r.line + "\n");
+    res.write(sse ? 'retry: 1000\nevent: heartbeat\ndata: {"heartbeat": true}\n\n' : '{"heartbeat": true}\n');
+    if (mode.stall) {
+      // The connection dies unnoticed after its first byte: nothing more, ever.
+      mode.stall = false;
+      while (live()) await peer.wait(1000);
+      return;
+    }
+    let position = ack;
+    while (live()) {
+      const batch = peer.after(position);
+      if (batch.length) {
+        res.write(batch.map(frame).join(""));
+        position = batch[batch.length - 1].seq;
+        if (peer.closeSeq && position >= peer.closeSeq) break;
+        continue;
+      }
+      const before = peer.seq;
+      await peer.wait(mode.heartbeat * 1000);
+      if (peer.seq === before && live()) res.write(sse ? 'event: heartbeat\ndata: {"heartbeat": true}\n\n' : '{"heartbeat": true}\n');
+    }
+    if (!res.destroyed) res.end();
+  });
+  server.on("upgrade", (req, socket, head) => {
+    if (mode.ws === "accept") {
+      stats.upgrades++;
+      return wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));
+    }
+    if (mode.ws === "hang") return hung.push(socket);
+    socket.destroy();
+  });
+  server.hung = hung;
+  server.sessions = sessions;
+  server.stats = stats;
+  server.mode = mode;
+  return server;
 }
 
 /** A port where nothing listens (connections are refused at once). */
@@ -808,5 +1039,235 @@ describe("rooms", T, () => {
     const got = next(socket, "message");
     s.raw({ op: "message", room: "lobby", offset: 1, data: 1 });
     assert.equal(JSON.parse((await got).data).op, "message");
+  });
+});
+
+// ------------------------------------------------------------ HTTP fallbacks
+
+/** A Map-backed sessionStorage for the duration of one test. */
+function withTabStorage() {
+  const items = new Map();
+  globalThis.sessionStorage = {
+    getItem: (k) => (items.has(k) ? items.get(k) : null),
+    setItem: (k, v) => items.set(k, String(v)),
+    removeItem: (k) => items.delete(k),
+  };
+  return items;
+}
+
+describe("HTTP fallback", { timeout: 15000 }, () => {
+  afterEach(() => {
+    delete globalThis.sessionStorage;
+  });
+
+  test("a refused upgrade (1006 before open) moves to streaming; text both ways", async () => {
+    const s = await server({ fallback: { ws: "refuse" } });
+    const socket = connect(s.url);
+    const transports = collect(socket, "transport", (e) => e.detail.transport);
+    const errors = collect(socket, "error");
+    await next(socket, "open", 4000);
+    assert.equal(socket.transport, "streaming");
+    assert.deepEqual(transports, ["streaming"]);
+    assert.equal(errors.length, 0); // the failed WebSocket attempt is not an error of the socket
+    assert.deepEqual(s.http.stats.opens, ["streaming"]);
+    const got = next(socket, "message");
+    socket.send("héllo");
+    assert.equal((await got).data, "héllo");
+  });
+
+  test("an upgrade left hanging: the next transport after openTimeout", async () => {
+    const s = await server({ fallback: { ws: "hang", transports: ["polling"] } });
+    const started = Date.now();
+    const socket = connect(s.url, { openTimeout: 300 });
+    await next(socket, "open", 4000);
+    assert.ok(Date.now() - started >= 290);
+    assert.equal(socket.transport, "polling");
+  });
+
+  test("404 for a transport not offered: the next one (sse needs EventSource: skipped in Node)", async () => {
+    const s = await server({ fallback: { transports: ["polling"] } });
+    const socket = connect(s.url);
+    await next(socket, "open", 4000);
+    assert.equal(socket.transport, "polling");
+    assert.deepEqual(s.http.stats.opens, ["polling"]); // streaming answered 404 before a session existed
+  });
+
+  test("a buffering proxy (no first byte in time): the same session goes on with long polling", async () => {
+    const storage = withTabStorage();
+    const s = await server({ fallback: { buffer: true } });
+    const socket = connect(s.url, { firstByteTimeout: 400, probeDelay: 60000 });
+    const room = socket.join("lobby");
+    s.publish("lobby", "before"); // sent while the proxy holds the stream back
+    const joined = await next(room, "joined", 4000);
+    assert.equal(joined.detail.offset, 1);
+    assert.equal(socket.transport, "polling");
+    assert.deepEqual(s.http.stats.opens, ["streaming"]); // no second session: the handler opened once
+    assert.equal(s.http.stats.switches, 1);
+    assert.equal([...s.http.sessions.values()][0].transport, "polling");
+    assert.equal(storage.get("fullduplex.transport " + s.url), "polling");
+    const got = next(socket, "message");
+    socket.send("through");
+    assert.equal((await got).data, "through");
+  });
+
+  test("a buffering proxy with polling not allowed: the session is given up", async () => {
+    const s = await server({ fallback: { buffer: true } });
+    const socket = connect(s.url, { firstByteTimeout: 300, transports: ["streaming"], maxRetries: 0 });
+    const closed = await next(socket, "close", 4000);
+    assert.equal(closed.code, 1006);
+    assert.deepEqual(s.http.stats.opens, ["streaming"]);
+    // The server is told: the client's close record ends the handler at once.
+    const peer = [...s.http.sessions.values()][0];
+    await until(() => peer.taken_messages.some((r) => r.close === 1001), 2000, "the close record");
+  });
+
+  test("a streaming response that goes silent (no heartbeat) is replaced by a new GET", async () => {
+    const s = await server({ fallback: { stall: true, heartbeat: 0.2 } });
+    const socket = connect(s.url, { transports: ["streaming"] });
+    await next(socket, "open", 4000);
+    const got = next(socket, "message", 4000);
+    const started = Date.now();
+    s.text("after the silence");
+    assert.equal((await got).data, "after the silence");
+    assert.ok(Date.now() - started >= 1000, "delivered by the stalled response?");
+    assert.equal(s.http.stats.gets, 2);
+    assert.equal(socket.transport, "streaming");
+  });
+
+  test("binary messages travel as base64 both ways", async () => {
+    for (const transport of ["streaming", "polling"]) {
+      const s = await server({ fallback: {} });
+      const socket = connect(s.url, { transports: [transport] });
+      socket.binaryType = "arraybuffer";
+      await next(socket, "open", 4000);
+      const got = next(socket, "message");
+      const bytes = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 255);
+      socket.send(bytes);
+      const data = (await got).data;
+      assert.ok(data instanceof ArrayBuffer, transport);
+      assert.deepEqual([...new Uint8Array(data)], [...bytes], transport);
+      const blob = next(socket, "message");
+      socket.send(new Blob([new Uint8Array([1, 2, 3])]));
+      assert.deepEqual([...new Uint8Array((await blob).data)], [1, 2, 3], transport);
+      assert.equal(s.http.stats.upgrades, 0);
+    }
+  });
+
+  test("cut poll answers and lost POST answers: every message exactly once, in order", async () => {
+    const s = await server({ fallback: { cutEvery: 3 } });
+    const socket = connect(s.url, { transports: ["polling"] });
+    await next(socket, "open", 4000);
+    const got = collect(socket, "message", (e) => e.data);
+    const N = 60;
+    for (let i = 0; i < N; i++) {
+      socket.send(`c${i}`); // echoed by the server
+      if (i % 4 === 0) s.text(`s${i}`);
+      await sleep(10); // many small requests, so that several are cut
+    }
+    const expected = N + Math.ceil(N / 4);
+    await until(() => got.length >= expected, 10000, `${expected} messages`);
+    await sleep(200);
+    assert.equal(got.length, expected);
+    assert.deepEqual(got.filter((m) => m[0] === "c"), Array.from({ length: N }, (_, i) => `c${i}`));
+    assert.deepEqual(got.filter((m) => m[0] === "s"), Array.from({ length: N / 4 }, (_, i) => `s${i * 4}`));
+    const peer = [...s.http.sessions.values()][0];
+    assert.deepEqual(peer.taken_messages.map((r) => r.text), Array.from({ length: N }, (_, i) => `c${i}`));
+    assert.ok(s.http.stats.cuts >= 4, `only ${s.http.stats.cuts} cuts`);
+  });
+
+  test("the tab remembers the fallback: the next socket skips WebSocket", async () => {
+    const storage = withTabStorage();
+    const s = await server({ fallback: { ws: "refuse", transports: ["polling"] } });
+    const first = connect(s.url, { probeDelay: 60000 });
+    await next(first, "open", 4000);
+    assert.equal(storage.get("fullduplex.transport " + s.url), "polling");
+    first.close();
+    s.http.mode.ws = "hang"; // would cost openTimeout if it were tried
+    const started = Date.now();
+    const second = connect(s.url, { probeDelay: 60000, openTimeout: 2000 });
+    await next(second, "open", 4000);
+    assert.ok(Date.now() - started < 1500);
+    assert.equal(second.transport, "polling");
+    const off = connect(s.url, { probeDelay: 60000, openTimeout: 200, remember: false });
+    const opened = Date.now();
+    await next(off, "open", 4000);
+    assert.ok(Date.now() - opened >= 190); // tried WebSocket first
+  });
+
+  test("background probe: upgrade to WebSocket without losing or repeating a room message", async () => {
+    const storage = withTabStorage();
+    const s = await server({ fallback: { ws: "refuse" } });
+    const socket = connect(s.url, { transports: ["websocket", "polling"], probeDelay: 300 });
+    const room = socket.join("lobby");
+    const offsets = collect(room, "message", (e) => e.detail.offset);
+    const plain = collect(socket, "message", (e) => e.data);
+    await next(room, "joined", 4000);
+    assert.equal(socket.transport, "polling");
+    s.http.mode.ws = "accept";
+    const upgraded = next(socket, "transport", 4000);
+    // Messages keep flowing, published from this socket and from the server, while it moves.
+    let i = 0;
+    const pump = setInterval(() => {
+      if (i < 40) {
+        s.publish("lobby", { n: i++ });
+        room.publish({ mine: i });
+        socket.send(`p${i}`);
+      }
+    }, 15);
+    const event = await upgraded;
+    assert.deepEqual(event.detail, { transport: "websocket", previous: "polling", upgrade: true });
+    await until(() => i >= 40, 4000, "40 rounds");
+    clearInterval(pump);
+    await until(() => offsets.length >= 80, 4000, "80 room messages");
+    await sleep(300);
+    assert.deepEqual(offsets, Array.from({ length: 80 }, (_, k) => k + 1));
+    // Echoes of what went over polling come before those of what went over WebSocket.
+    assert.deepEqual(plain, Array.from({ length: 40 }, (_, k) => `p${k + 1}`));
+    assert.equal(socket.transport, "websocket");
+    assert.equal(storage.get("fullduplex.transport " + s.url), "websocket");
+    await until(() => s.http.sessions.size === 0, 3000, "the polling session to end");
+    assert.equal(s.http.stats.upgrades, 1);
+  });
+
+  test("410 (session lost, e.g. its node died) opens a new session and the rooms resume", async () => {
+    const s = await server({ fallback: {} });
+    const socket = connect(s.url, { transports: ["polling"] });
+    const room = socket.join("lobby");
+    const offsets = collect(room, "message", (e) => e.detail.offset);
+    await next(room, "joined", 4000);
+    s.publish("lobby", "a");
+    await until(() => offsets.length === 1, 2000, "first message");
+    for (const peer of [...s.http.sessions.values()]) peer.terminate(); // its id now answers 410
+    s.publish("lobby", "b");
+    const joined = await next(room, "joined", 4000);
+    assert.equal(joined.detail.resumed, true);
+    s.publish("lobby", "c");
+    await until(() => offsets.length === 3, 2000, "three messages");
+    assert.deepEqual(offsets, [1, 2, 3]);
+    assert.deepEqual(s.http.stats.opens, ["polling", "polling"]);
+  });
+
+  test("close() ends a session cleanly with its code; a server close record closes the socket", async () => {
+    const s = await server({ fallback: {} });
+    const socket = connect(s.url, { transports: ["streaming"] });
+    await next(socket, "open", 4000);
+    const closed = next(socket, "close", 4000);
+    socket.close(4001, "bye now");
+    const event = await closed;
+    assert.deepEqual([event.code, event.reason, event.wasClean], [4001, "bye now", true]);
+    await until(() => s.http.sessions.size === 0, 3000, "the session to end");
+
+    const other = connect(s.url, { transports: ["polling"] });
+    await next(other, "open", 4000);
+    const final = next(other, "close", 4000);
+    other.send("close 1000");
+    assert.equal((await final).code, 1000);
+    assert.equal(other.readyState, FullDuplexSocket.CLOSED);
+  });
+
+  test("transports must be a non-empty list of known names", () => {
+    for (const bad of [[], ["carrier-pigeon"], "polling"]) {
+      assert.throws(() => new FullDuplexSocket("ws://127.0.0.1:1/", { transports: bad }), RangeError);
+    }
   });
 });
