@@ -223,8 +223,9 @@ async def wait_for_signal(
     try:
         await stop.wait()
     finally:
+        # Readiness turns 503, listening stops, WebSockets close with 1012 in batches.
         server_log.info("shutting down")
-        await server.shutdown()
+        await server.drain()
         for sig in installed:
             loop.remove_signal_handler(sig)
 

@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fullduplex.websocket")
+access_log = logging.getLogger("fullduplex.access")
 
 #: Tornado's name for writing to a closed connection.
 WebSocketClosedError = ConnectionClosed
@@ -199,9 +200,43 @@ class WebSocketHandler(RequestHandler):
         self._closed_called = True
         self.close_code = code
         self.close_reason = reason
-        if self.engine is not None:
-            self.app.connections.discard(self.engine)
+        engine = self.engine
+        if engine is not None:
+            app = self.app
+            app.connections.discard(engine)
+            app.stats.fold(engine)
+            if app.settings.access_log:
+                self._log_close(engine, code)
         self.on_close()
+
+    def _log_close(self, engine: WebSocketEngine, code: int) -> None:
+        """The access line of a WebSocket connection: peer, path, duration, bytes and
+        messages each way, close code."""
+        if access_log.isEnabledFor(logging.INFO):
+            request = self.request
+            duration = engine.loop.time() - engine.opened_at
+            access_log.info(
+                '%s "WS %s" %s %.1fs in=%dB/%d out=%dB/%d',
+                request.remote_ip,
+                request.path,
+                code,
+                duration,
+                engine.bytes_in,
+                engine.messages_in,
+                engine.bytes_out,
+                engine.messages_out,
+                extra={
+                    "peer": request.remote_ip,
+                    "method": "WS",
+                    "path": request.path,
+                    "close_code": code,
+                    "duration_ms": round(duration * 1000.0, 1),
+                    "bytes_in": engine.bytes_in,
+                    "bytes_out": engine.bytes_out,
+                    "messages_in": engine.messages_in,
+                    "messages_out": engine.messages_out,
+                },
+            )
 
     # ------------------------------------------------------------ upgrade
 
@@ -258,8 +293,9 @@ class WebSocketHandler(RequestHandler):
             response, connection = self.negotiate()
         except HandshakeRejected as exc:
             request = self.request
-            log = logger.warning if exc.status == 403 else logger.info
-            log(
+            self.app.stats.handshake("rejected", exc.status)
+            # What a client sends must not be able to fill the log above INFO.
+            logger.info(
                 "rejected WebSocket from %s for %s: %s %s",
                 request.remote_ip,
                 request.path,
@@ -269,6 +305,7 @@ class WebSocketHandler(RequestHandler):
             transport.write(reject(exc))
             self._status_code = exc.status
             return False
+        self.app.stats.handshake("accepted", 101)
         self.switch(transport, response, connection, leftover)
         return True
 
