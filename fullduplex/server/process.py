@@ -52,6 +52,10 @@ def run(
     """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (the arguments are
     those of :meth:`App.run <fullduplex.server.app.App.run>`; ``serve_kwargs`` go to
     :meth:`App.serve <fullduplex.server.app.App.serve>`)."""
+    if app.settings.log_format != "text":
+        from ..logs import configure_logging
+
+        configure_logging(logging.getLogger().level or logging.INFO, app.settings.log_format)
     if app.settings.tune_malloc:
         tune_malloc(app.settings.websocket_max_message_size or 0)
     if workers > 1:
