@@ -33,6 +33,8 @@
    * 1001 (server going away), 1006 (connection lost), 1011, 1012, 1013 and the
    * application codes 3000–4999 are reconnected. */
   const FINAL_CODES = [1000, 1002, 1003, 1007, 1008, 1009, 1010];
+  /** The server closes with this code when the connection's credential expired. */
+  const AUTH_EXPIRED = 4001;
 
   /**
    * @typedef {object} FullDuplexOptions
@@ -47,6 +49,10 @@
    * @property {number} [maxQueue=1000] messages kept by send() while not open (0: throw InvalidStateError as the standard does)
    * @property {"throw"|"drop-oldest"} [queueOverflow="throw"] a full queue throws QuotaExceededError, or drops its oldest message
    * @property {boolean} [roomFramesAsMessages=false] also dispatch rooms-protocol frames as socket `message` events
+   * @property {((event: {code: number, reason: string}) => Promise<string|string[]|undefined>)|null} [refreshAuth=null]
+   *   after a close with 4001 (credential expired), called before reconnecting: fetch a new
+   *   token; what it resolves to replaces the subprotocols (e.g. ["fd-auth", "fd-token." + token]),
+   *   undefined keeps them (a refreshed cookie). A rejection closes the socket for good.
    */
 
   /** @type {Required<Omit<FullDuplexOptions, "WebSocket">>} */
@@ -61,6 +67,7 @@
     maxQueue: 1000,
     queueOverflow: "throw",
     roomFramesAsMessages: false,
+    refreshAuth: null,
   };
 
   // Room internals the socket calls; symbols keep them off the public surface.
@@ -480,7 +487,8 @@
         this.#state = CONNECTING;
         const attempt = ++this.#attempt;
         const delay = this.#delay(attempt);
-        this.#timer = setTimeout(() => this.#retry(), delay);
+        const refresh = code === AUTH_EXPIRED ? o.refreshAuth : null;
+        this.#timer = setTimeout(() => (refresh ? this.#refreshThenRetry(refresh, closed) : this.#retry()), delay);
         this.dispatchEvent(custom("reconnecting", { attempt: attempt, delay: delay, code: code, reason: reason, wasClean: wasClean }));
         return;
       }
@@ -492,6 +500,29 @@
       const o = this.#options;
       const cap = Math.min(o.maxDelay, o.minDelay * Math.pow(o.factor, attempt - 1));
       return Math.floor(o.random() * cap);
+    }
+
+    /** The credential expired: get a new one from the application, then reconnect. */
+    #refreshThenRetry(refresh, closed) {
+      this.#timer = null;
+      let result;
+      try {
+        result = Promise.resolve(refresh({ code: closed.code, reason: closed.reason }));
+      } catch (error) {
+        result = Promise.reject(error);
+      }
+      result.then(
+        (protocols) => {
+          if (this.#closeRequested || this.#state === CLOSED) return;
+          if (protocols !== undefined && protocols !== null) this.#protocols = protocols;
+          this.#retry();
+        },
+        () => {
+          if (this.#closeRequested || this.#state === CLOSED) return;
+          this.dispatchEvent(new Event("error"));
+          this.#finish(closed.code, closed.reason, closed.wasClean);
+        },
+      );
     }
 
     #retry() {
