@@ -214,3 +214,28 @@ def test_missing_prometheus_client_is_one_clear_error(monkeypatch: pytest.Monkey
 async def _start(app: App) -> None:
     server = await app.serve(LOCALHOST, 0)
     await server.shutdown(drain_timeout=1.0)
+
+
+def test_dashboard_and_docs_name_only_exported_metrics() -> None:
+    """deploy/grafana-dashboard.json and docs/topics/operations.md use the exported names."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fullduplex.server.metrics import render_metrics
+
+    body, _ = render_metrics(App([("/echo", Echo)]))
+    exported = {f.name for f in text_string_to_metric_families(body.decode())}
+    exported = {n for n in exported if n.startswith("fullduplex_")}
+    root = Path(__file__).resolve().parents[2]
+
+    def names(text: str) -> set[str]:
+        found = set(re.findall(r"fullduplex_[a-z_]+", text))
+        return {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in found}
+
+    dashboard = json.loads((root / "deploy" / "grafana-dashboard.json").read_text())
+    used = names(json.dumps(dashboard))
+    assert used and used <= exported, used - exported
+    documented = names((root / "docs" / "topics" / "operations.md").read_text())
+    assert documented == exported, documented ^ exported
