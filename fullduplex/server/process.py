@@ -94,6 +94,8 @@ def run_workers(
             code = 0
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays it
+                if app.settings.metrics_port:  # one admin listener per worker
+                    app.settings.metrics_port += index
                 with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
                     runner.run(
                         serve_until_signal(
