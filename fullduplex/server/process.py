@@ -61,8 +61,21 @@ def run(
     if workers > 1:
         run_workers(app, host, port, ssl, loop, workers, serve_kwargs)
         return
-    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-        runner.run(serve_until_signal(app, host, port, ssl, serve_kwargs))
+    # A signal that comes while the event loop starts (the caller may be listening
+    # already) is remembered and acted on as soon as the server runs.
+    early: list[int] = []
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: early.append(signum))
+        except ValueError:  # not the main thread: the loop cannot take signals either
+            break
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            runner.run(serve_until_signal(app, host, port, ssl, serve_kwargs, early=early))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_workers(
@@ -156,13 +169,16 @@ async def serve_until_signal(
     ssl: ssl_module.SSLContext | None,
     serve_kwargs: dict[str, Any],
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    early: list[int] | None = None,
 ) -> None:
-    """Serve until one of ``signals`` arrives, then shut down gracefully; a second
-    signal aborts every connection."""
+    """Serve until one of ``signals`` arrives, then drain gracefully; a second
+    signal aborts every connection. A non-empty ``early`` (signals caught before the
+    loop ran) stops at once."""
     server = await app.serve(host, port, ssl=ssl, **serve_kwargs)
     scheme = "https" if ssl else "http"
     banner = f"serving on {scheme}://{host or '0.0.0.0'}:{server.port}"
-    await wait_for_signal(server, banner, signals)
+    await wait_for_signal(server, banner, signals, early=early)
 
 
 class Stoppable(Protocol):
@@ -206,8 +222,11 @@ async def wait_for_signal(
     server: Stoppable,
     banner: str,
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    early: list[int] | None = None,
 ) -> None:
-    """Log ``banner``, wait for one of ``signals``, then shut ``server`` down gracefully;
+    """Log ``banner``, wait for one of ``signals`` (or none if ``early`` holds one
+    caught already), then drain ``server`` (or shut it down when it cannot drain);
     a second signal aborts every connection."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -225,13 +244,19 @@ async def wait_for_signal(
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+    if early:
+        stop.set()
     server_log.info("%s", banner)
     try:
         await stop.wait()
     finally:
-        # Readiness turns 503, listening stops, WebSockets close with 1012 in batches.
         server_log.info("shutting down")
-        await server.drain()
+        drain = getattr(server, "drain", None)
+        if drain is not None:
+            # Readiness turns 503, listening stops, WebSockets close with 1012 in batches.
+            await drain()
+        else:
+            await server.shutdown()
         for sig in installed:
             loop.remove_signal_handler(sig)
 
