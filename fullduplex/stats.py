@@ -73,6 +73,9 @@ class HubStats:
         self.fanout_size.observe(receivers)
 
 
+#: The ``scope`` label of WebSocket messages refused by ``websocket_rate_limits``.
+MESSAGE_SCOPE = "message"
+
 #: The process's hub fan-out counters (hubs are per process, like the event loop).
 HUB = HubStats()
 
@@ -122,6 +125,9 @@ class ServerStats:
         dropped = getattr(connection, "dropped", 0)
         if dropped:
             self.slow_consumer_dropped += dropped
+        limited = getattr(connection, "rate_limited", 0)
+        if limited:
+            self.rate_limited[MESSAGE_SCOPE] = self.rate_limited.get(MESSAGE_SCOPE, 0) + limited
         key = (connection.transport_name, connection.close_code or 1006)
         self.close_codes[key] = self.close_codes.get(key, 0) + 1
         action = slow_consumer_action(connection)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..settings import SettingsError
-from ..stats import HUB, LatencyHistogram
+from ..stats import HUB, MESSAGE_SCOPE, LatencyHistogram
 
 if TYPE_CHECKING:
     from .app import App
@@ -63,6 +63,7 @@ class AppCollector:
         messages_in, messages_out = stats.messages_in, stats.messages_out
         bytes_in, bytes_out = stats.bytes_in, stats.bytes_out
         dropped = stats.slow_consumer_dropped
+        live_limited = 0
         connection: Any
         for connection in list(app.connections):
             name = transport_of(connection)
@@ -74,6 +75,7 @@ class AppCollector:
                 bytes_in += connection.bytes_in
                 bytes_out += connection.bytes_out
                 dropped += getattr(connection, "dropped", 0)
+                live_limited += getattr(connection, "rate_limited", 0)
 
         gauge = GaugeMetricFamily(
             "fullduplex_connections_open", "Open connections", labels=["transport"]
@@ -142,7 +144,9 @@ class AppCollector:
             "Requests or messages refused by a rate limiter, by scope",
             labels=["scope"],
         )
-        for scope, count in sorted(stats.rate_limited.items()):
+        scopes = dict(stats.rate_limited)
+        scopes[MESSAGE_SCOPE] = scopes.get(MESSAGE_SCOPE, 0) + live_limited
+        for scope, count in sorted(scopes.items()):
             limited.add_metric([scope], count)
         yield limited
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from fullduplex import RoomHandler
 from fullduplex.client import websocket_connect
-from fullduplex.hub import RoomHandler
 from fullduplex.server import App
 
 pytestmark = pytest.mark.redis

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from helpers import LOCALHOST, run
 
+from fullduplex import RoomHandler
 from fullduplex.client import websocket_connect
-from fullduplex.hub import RoomHandler
 from fullduplex.protocol.errors import ConnectionClosed, HandshakeFailed
 from fullduplex.server import App
 from fullduplex.server.websocket import WebSocketHandler
@@ -239,3 +239,35 @@ def test_dashboard_and_docs_name_only_exported_metrics() -> None:
     assert used and used <= exported, used - exported
     documented = names((root / "docs" / "topics" / "operations.md").read_text())
     assert documented == exported, documented ^ exported
+
+
+def test_rate_limited_messages_are_counted_live_and_after_close() -> None:
+    from fullduplex.ratelimit import RateLimits
+
+    async def scenario() -> None:
+        limits = RateLimits(messages_per_second=0.01, burst=100.0, action="drop")  # 1 message
+        app = App([("/echo", Echo)], metrics_path="/metrics", websocket_rate_limits=limits)
+        app.settings.access_log = False
+        server = await app.serve(LOCALHOST, 0)
+        try:
+            conn = await websocket_connect(f"ws://{LOCALHOST}:{server.port}/echo", compression=None)
+            for n in range(10):
+                await conn.send(f"m{n}")
+            assert await conn.receive() == "m0"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while sum(getattr(c, "rate_limited", 0) for c in app.connections) < 9:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            s = await scrape(server.port)
+            assert value(s, "fullduplex_rate_limited_total", scope="message") == 9
+            await conn.close()
+            while any(getattr(c, "transport_name", "") == "websocket" for c in app.connections):
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            s = await scrape(server.port)
+            assert value(s, "fullduplex_rate_limited_total", scope="message") == 9
+        finally:
+            await server.shutdown(drain_timeout=1.0)
+
+    run(scenario())
