@@ -175,11 +175,10 @@ def _lan_address() -> str | None:
     return str(address) if address and address != "0.0.0.0" else None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    from .logs import configure_logging
+
+    configure_logging(level, log_format)
 
 
 def _add_server_options(parser: argparse.ArgumentParser, port: int) -> None:
@@ -206,6 +205,18 @@ def _add_server_options(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines as text or JSON objects"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="admin listener: /metrics, /healthz, /readyz, /inspect (needs fullduplex[metrics])",
+    )
+    parser.add_argument(
+        "--metrics-host", metavar="HOST", help="address of the admin listener (127.0.0.1)"
     )
 
 
@@ -252,10 +263,19 @@ def _run_app(
             app.settings["node_id"] = args.node_id
     except SettingsError as exc:
         fail(str(exc))
+    if args.metrics_port is not None:
+        app.settings["metrics_port"] = args.metrics_port
+    if args.metrics_host:
+        app.settings["metrics_host"] = args.metrics_host
+    if args.log_format:
+        app.settings["log_format"] = args.log_format
+    _setup_logging(args.log_level, app.settings.log_format)
     extra: dict[str, Any] = {} if sock is None else {"sock": sock}
     port = args.port if sock is None else sock.getsockname()[1]
     try:
         app.run(args.host, port, ssl=context, workers=args.workers, loop=args.loop, **extra)
+    except SettingsError as exc:  # e.g. --metrics-port without prometheus_client
+        fail(str(exc))
     except OSError as exc:
         if sock is not None:
             raise

@@ -71,6 +71,8 @@ class _ConsumerBase(WebSocketHandler):
             "client": client,
             "subprotocols": list(handshake.subprotocols),
             "url_route": {"args": tuple(self.path_args), "kwargs": dict(self.path_kwargs)},
+            # Set by the authenticate hook before the upgrade (None without one).
+            "user": self.current_user,
         }
         return True
 

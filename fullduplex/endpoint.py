@@ -41,6 +41,8 @@ class WebSocket:
         self._queue = MessageQueue(cast(WebSocketEngine, engine), on_closed)
         #: The HTTP request of the opening handshake (server side), else None.
         self.request = request
+        #: Who opened the connection (the ``authenticate`` hook's user), else None.
+        self.user: Any = None
 
     # ----------------------------------------------------------------- read
 

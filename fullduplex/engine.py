@@ -127,12 +127,17 @@ class WebSocketEngine(asyncio.Protocol):
         "_rate",
         "_read_paused",
         "_write_paused",
+        "bytes_in",
+        "bytes_out",
         "close_code",
         "close_reason",
         "connection",
         "dropped",
         "loop",
+        "messages_in",
+        "messages_out",
         "name",
+        "opened_at",
         "options",
         "rate_limited",
         "sink",
@@ -173,6 +178,11 @@ class WebSocketEngine(asyncio.Protocol):
         self._rate: RateLimiter | None = None
         #: Messages refused by the rate limits.
         self.rate_limited = 0
+        # Plain counters read by the metrics endpoint (fullduplex.stats): every byte
+        # after the handshake (control frames too), data messages delivered/queued.
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+        #: Loop time at which the connection was attached (0.0 before).
+        self.opened_at = 0.0
         self._ping_counter = 0
         self._keepalive_ping: bytes | None = None
         self._keepalive_sent_at = 0.0
@@ -192,7 +202,7 @@ class WebSocketEngine(asyncio.Protocol):
         self.transport = transport
         high = self.options.write_high_water
         transport.set_write_buffer_limits(high=high, low=high // 4)
-        self._last_rx = self.loop.time()
+        self._last_rx = self.opened_at = self.loop.time()
         if self.options.ping_interval is not None:
             self._keepalive = self.loop.call_at(
                 self._last_rx + self.options.ping_interval, self._keepalive_tick
@@ -202,6 +212,7 @@ class WebSocketEngine(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = self.loop.time()
+        self.bytes_in += len(data)
         events = self.connection.receive_data(data)
         if self._rate is not None and events:
             events = self._rate_filter(events)
@@ -292,6 +303,7 @@ class WebSocketEngine(asyncio.Protocol):
                     # Once we started the closing handshake, data is discarded (RFC 6455
                     # §1.4), also what was parsed before our close frame went out.
                     continue
+                self.messages_in += 1
                 try:
                     result = sink.on_message(event[0])  # type: ignore[arg-type]  # kind checked
                 except Exception as exc:
@@ -549,6 +561,7 @@ class WebSocketEngine(asyncio.Protocol):
         data = self.connection.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
+            self.bytes_out += len(data)
 
     def _ensure_open(self) -> asyncio.Transport:
         transport = self.transport
@@ -586,10 +599,14 @@ class WebSocketEngine(asyncio.Protocol):
             header, payload = conn.send_message_parts(message)
             transport.write(header)
             transport.write(payload)
+            self.messages_out += 1
+            self.bytes_out += len(header) + len(payload)
             return
         else:
             data = conn.send_binary(message)
         transport.write(data)
+        self.messages_out += 1
+        self.bytes_out += len(data)
 
     def send_broadcast(
         self, broadcast: Broadcast, max_pending: int = DEFAULT_MAX_PENDING, policy: str = "close"
@@ -618,6 +635,8 @@ class WebSocketEngine(asyncio.Protocol):
         pending = self._pending
         if not self._write_paused and not pending:
             transport.write(frame)
+            self.messages_out += 1
+            self.bytes_out += len(frame)
             return True
         if pending is None:
             pending = self._pending = collections.deque()
@@ -635,7 +654,7 @@ class WebSocketEngine(asyncio.Protocol):
                 pending.clear()
                 self._pending_bytes = 0
             else:
-                logger.warning(
+                logger.info(
                     "%s: slow consumer, %d broadcast frames (%d bytes) waiting; closing",
                     self.name or "connection",
                     len(pending),
@@ -647,6 +666,8 @@ class WebSocketEngine(asyncio.Protocol):
                 return False
         pending.append(frame)
         self._pending_bytes += size
+        self.messages_out += 1
+        self.bytes_out += size
         return True
 
     def send_encoded(
@@ -704,7 +725,7 @@ class WebSocketEngine(asyncio.Protocol):
 
     def _overflow(self) -> None:
         """The peer stopped reading and the buffer passed its hard cap."""
-        logger.warning(
+        logger.info(
             "%s: peer is not reading; %d bytes queued exceed max_write_buffer, closing",
             self.name or "connection",
             self.transport.get_write_buffer_size() if self.transport else 0,
@@ -726,7 +747,9 @@ class WebSocketEngine(asyncio.Protocol):
             self._ping_counter += 1
             payload = self._ping_counter.to_bytes(4, "big")
         fut: asyncio.Future[float] = self.loop.create_future()
-        transport.write(self.connection.send_ping(payload))
+        frame = self.connection.send_ping(payload)
+        transport.write(frame)
+        self.bytes_out += len(frame)
         self._ping_waiters[bytes(payload)] = fut
         return fut
 
@@ -737,7 +760,9 @@ class WebSocketEngine(asyncio.Protocol):
         if transport is None:
             return
         if conn.close_sent is None:
-            transport.write(conn.send_close(code, reason))
+            frame = conn.send_close(code, reason)
+            transport.write(frame)
+            self.bytes_out += len(frame)
             self._closed_by_us = conn.close_received is None
         if conn.failure is not None or (conn.close_received is not None and self._is_server):
             # A failed connection is over (RFC 6455 §7.1.7); after both close frames
@@ -803,7 +828,9 @@ class WebSocketEngine(asyncio.Protocol):
         if self._keepalive_ping is None:
             self._ping_counter += 1
             payload = b"ka" + self._ping_counter.to_bytes(4, "big")
-            transport.write(self.connection.send_ping(payload))
+            frame = self.connection.send_ping(payload)
+            transport.write(frame)
+            self.bytes_out += len(frame)
             self._keepalive_ping = payload
             self._keepalive_sent_at = now
         wait = options.ping_timeout if options.ping_timeout is not None else options.ping_interval

@@ -57,6 +57,7 @@ def _doc(doc: str, *, group: str, unit: str = "", shown: str = "") -> dict[str, 
 
 _APP, _HTTP, _WS, _HUB, _PROCESS = "Application", "HTTP", "WebSocket", "Hub", "Process"
 _FALLBACK = "HTTP fallback transports"
+_OPS = "Operations"
 
 
 @dataclass(eq=False, repr=False)
@@ -104,6 +105,15 @@ class Settings(MutableMapping[str, Any]):
     client_js_url: str | None = field(
         default="/fullduplex.js",
         metadata=_doc("URL of the bundled browser client (None: not served)", group=_APP),
+    )
+    authenticate: Any = field(
+        default=None,
+        metadata=_doc(
+            "``authenticate(request) -> user | None`` (sync or async), run before every "
+            "WebSocket upgrade; None refuses with 401 (see docs/howto/authentication.md)",
+            group=_APP,
+            shown="callable | None",
+        ),
     )
     # -- HTTP
     xheaders: bool = field(
@@ -371,6 +381,57 @@ class Settings(MutableMapping[str, Any]):
             "``App.run`` keeps large message buffers in glibc's heap (no page faults per "
             "message); False leaves malloc alone",
             group=_PROCESS,
+        ),
+    )
+    # -- operations
+    metrics_port: int | None = field(
+        default=None,
+        metadata=_doc(
+            "port of the admin listener: ``/metrics``, ``/healthz``, ``/readyz``, "
+            "``/inspect`` (None: no admin listener; 0: any free port)",
+            group=_OPS,
+        ),
+    )
+    metrics_host: str = field(
+        default="127.0.0.1",
+        metadata=_doc("address the admin listener binds", group=_OPS),
+    )
+    metrics_path: str | None = field(
+        default=None,
+        metadata=_doc(
+            "also serve the metrics on the main port at this path, e.g. ``/metrics`` "
+            "(None: only on the admin listener)",
+            group=_OPS,
+        ),
+    )
+    drain_batch: int = field(
+        default=100,
+        metadata=_doc(
+            "WebSocket connections a graceful drain closes (1012) at a time", group=_OPS
+        ),
+    )
+    drain_interval: float = field(
+        default=0.25,
+        metadata=_doc(
+            "pause between two drain batches (with ``drain_batch``: the reconnect rate "
+            "the other nodes see)",
+            group=_OPS,
+            unit="seconds",
+        ),
+    )
+    drain_deadline: float = field(
+        default=30.0,
+        metadata=_doc(
+            "a drain (SIGTERM) ends by then; connections still open are closed with 1001",
+            group=_OPS,
+            unit="seconds",
+        ),
+    )
+    log_format: str = field(
+        default="text",
+        metadata=_doc(
+            '"text" or "json" (one JSON object per line); applied by ``App.run`` and the CLI',
+            group=_OPS,
         ),
     )
     #: The application's own keys, read through the mapping interface like settings.

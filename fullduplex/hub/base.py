@@ -26,9 +26,11 @@ import json
 import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, Final, Literal, TypeAlias
 
 from ..protocol.errors import FullDuplexError
+from ..stats import HUB as HUB_STATS
 from ..transports.base import DEFAULT_MAX_PENDING, Broadcast, BroadcastReceiver
 
 __all__ = [
@@ -108,12 +110,14 @@ def deliver(
     :meth:`~fullduplex.transports.base.BroadcastReceiver.send_broadcast`). Synchronous:
     no task or future is created, whatever the number of receivers.
     """
+    started = perf_counter()
     sent = 0
     for receiver in receivers:
         if exclude and receiver in exclude:
             continue
         if receiver.send_broadcast(message, max_pending, policy):
             sent += 1
+    HUB_STATS.record(started, sent)
     return sent
 
 

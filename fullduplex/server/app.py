@@ -36,6 +36,7 @@ from ..engine import EngineOptions
 from ..hub import Hub, create_hub
 from ..protocol.limits import Limits
 from ..settings import DEFAULTS, Settings
+from ..stats import ServerStats
 from . import process
 from .http import HTTPConfig, HTTPConnection, HTTPRequest, ManagedConnection
 from .listen import listen
@@ -107,6 +108,11 @@ class App:
         self._ws_limits: Limits | None = None
         self._started = False
         self._shutting_down = False
+        self._draining = False
+        #: What the app's connections did: counters read by the metrics endpoint.
+        self.stats = ServerStats()
+        self._metrics_registry: Any = None
+        self._metrics_route = False
         for spec in routes:
             if isinstance(spec, Route):
                 handler_class = _handler_class(spec.handler, spec.pattern)
@@ -345,6 +351,24 @@ class App:
         """True once a graceful shutdown has begun (new work should be refused)."""
         return self._shutting_down
 
+    @property
+    def draining(self) -> bool:
+        """True once a drain or a shutdown began: ``/readyz`` answers 503."""
+        return self._draining or self._shutting_down
+
+    def _check_operations(self) -> None:
+        """Settings of the operations side that need something installed or routed."""
+        s = self.settings
+        if s.metrics_port is not None or s.metrics_path:
+            from .metrics import require_prometheus
+
+            require_prometheus()
+        if s.metrics_path and not self._metrics_route:
+            from .admin import MetricsHandler
+
+            self._metrics_route = True
+            self.router.add(Route(s.metrics_path, MetricsHandler, {"target": self}), first=True)
+
     def _http_config(self) -> HTTPConfig:
         s = self.settings
         return HTTPConfig(
@@ -390,8 +414,9 @@ class App:
         backlog: int,
     ) -> Server:
         loop = asyncio.get_running_loop()
+        self._check_operations()
         await self.startup()
-        self._shutting_down = False
+        self._shutting_down = self._draining = False
         config = self._http_config()
         self._ws_options = self._ws_limits = None  # rebuilt from the current settings
 
@@ -409,7 +434,18 @@ class App:
                 reuse_port=reuse_port or None,
                 backlog=backlog,
             )
-        return Server(self, server, secure=ssl is not None)
+        admin = None
+        if self.settings.metrics_port is not None:
+            from .admin import admin_app
+
+            try:
+                admin = await admin_app(self).serve(
+                    self.settings.metrics_host, self.settings.metrics_port
+                )
+            except BaseException:
+                server.close()
+                raise
+        return Server(self, server, secure=ssl is not None, admin=admin)
 
     def listen(
         self,
@@ -463,11 +499,16 @@ async def _run_hooks(app: App, hooks: list[Hook]) -> None:
 class Server:
     """A listening server started by :meth:`App.serve`."""
 
-    def __init__(self, app: App, server: Any, *, secure: bool = False) -> None:
+    def __init__(
+        self, app: App, server: Any, *, secure: bool = False, admin: Server | None = None
+    ) -> None:
         self.app = app
         self.secure = secure
         self._server = server
         self._shutdown: asyncio.Task[None] | None = None
+        self._drain: asyncio.Task[None] | None = None
+        #: The admin listener (``metrics_port``): metrics, health, readiness, inspection.
+        self.admin = admin
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -509,6 +550,49 @@ class Server:
         self._server.close()
         for connection in list(self.app.connections):
             connection.abort()
+        if self.admin is not None:
+            self.admin.abort()
+
+    async def drain(
+        self,
+        deadline: float | None = None,
+        *,
+        batch: int | None = None,
+        interval: float | None = None,
+    ) -> None:
+        """Take the node out of service without a reconnect storm, then shut down.
+
+        ``/readyz`` turns 503 at once and listening stops; idle keep-alive connections
+        close; WebSocket connections are closed with 1012 ("service restart": clients
+        reconnect, to another node) ``batch`` at a time, one batch every ``interval``
+        seconds (settings ``drain_batch``/``drain_interval``), with larger batches if
+        needed to finish in time. Returns once every connection is gone, or at
+        ``deadline`` seconds (setting ``drain_deadline``), after the usual
+        :meth:`shutdown` of what is left. Safe to call twice.
+        """
+        if self._drain is None:
+            s = self.app.settings
+            self._drain = asyncio.ensure_future(
+                self._do_drain(
+                    s.drain_deadline if deadline is None else deadline,
+                    s.drain_batch if batch is None else batch,
+                    s.drain_interval if interval is None else interval,
+                )
+            )
+        await asyncio.shield(self._drain)
+
+    async def _do_drain(self, deadline: float, batch: int, interval: float) -> None:
+        from .drain import close_in_batches
+
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + deadline
+        app = self.app
+        app._draining = True
+        self._server.close()
+        server_log.info("draining: %d connection(s)", len(app.connections))
+        # Leave a tenth of the time (at most 5 s) for the final shutdown.
+        await close_in_batches(app, ends - min(deadline / 10, 5.0), batch, interval)
+        await self.shutdown(max(0.1, min(ends - loop.time(), app.settings.drain_timeout)))
 
     async def shutdown(self, drain_timeout: float | None = None) -> None:
         """Graceful shutdown, in order:
@@ -531,7 +615,11 @@ class Server:
 
     async def _do_shutdown(self, drain_timeout: float) -> None:
         self._server.close()
-        await self.app.shutdown(drain_timeout)
+        try:
+            await self.app.shutdown(drain_timeout)
+        finally:
+            if self.admin is not None:
+                await self.admin.shutdown(1.0)
 
     async def __aenter__(self) -> Server:
         return self

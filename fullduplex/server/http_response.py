@@ -189,19 +189,29 @@ class ResponseWriting(ConnectionState):
         self._response_finished()
 
     def _log_access(self, method: str, path: str, version: str, start: float) -> None:
-        status = self._resp_status
-        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        if access_log.isEnabledFor(level):
-            access_log.log(
-                level,
+        # Always INFO: clients choose their statuses (404s, 400s), so an access line
+        # at WARNING would let any client flood the log. Server faults log their own.
+        if access_log.isEnabledFor(logging.INFO):
+            status = self._resp_status
+            duration = (time.monotonic() - start) * 1000.0
+            peer = self._remote_ip or "-"
+            access_log.info(
                 '%s "%s %s %s" %d %d %.1fms',
-                self._remote_ip or "-",
+                peer,
                 method,
                 path,
                 version,
                 status,
                 self._resp_bytes,
-                (time.monotonic() - start) * 1000.0,
+                duration,
+                extra={
+                    "peer": peer,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "bytes_out": self._resp_bytes,
+                    "duration_ms": round(duration, 1),
+                },
             )
 
     def _send_rejection(self, rejection: Rejection) -> None:

@@ -53,13 +53,30 @@ def run(
     """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (the arguments are
     those of :meth:`App.run <fullduplex.server.app.App.run>`; ``serve_kwargs`` go to
     :meth:`App.serve <fullduplex.server.app.App.serve>`)."""
+    if app.settings.log_format != "text":
+        from ..logs import configure_logging
+
+        configure_logging(logging.getLogger().level or logging.INFO, app.settings.log_format)
     if app.settings.tune_malloc:
         tune_malloc(app.settings.websocket_max_message_size or 0)
     if workers > 1:
         run_workers(app, host, port, ssl, loop, workers, serve_kwargs)
         return
-    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-        runner.run(serve_until_signal(app, host, port, ssl, serve_kwargs))
+    # A signal that comes while the event loop starts (the caller may be listening
+    # already) is remembered and acted on as soon as the server runs.
+    early: list[int] = []
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: early.append(signum))
+        except ValueError:  # not the main thread: the loop cannot take signals either
+            break
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            runner.run(serve_until_signal(app, host, port, ssl, serve_kwargs, early=early))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_workers(
@@ -91,6 +108,8 @@ def run_workers(
             code = 0
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays it
+                if app.settings.metrics_port:  # one admin listener per worker
+                    app.settings.metrics_port += index
                 with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
                     runner.run(
                         serve_until_signal(
@@ -151,16 +170,19 @@ async def serve_until_signal(
     ssl: ssl_module.SSLContext | None,
     serve_kwargs: dict[str, Any],
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    early: list[int] | None = None,
 ) -> None:
-    """Serve until one of ``signals`` arrives, then shut down gracefully; a second
-    signal aborts every connection."""
+    """Serve until one of ``signals`` arrives, then drain gracefully; a second
+    signal aborts every connection. A non-empty ``early`` (signals caught before the
+    loop ran) stops as soon as the server is up."""
 
     async def start() -> tuple[Stoppable, str]:
         server = await app.serve(host, port, ssl=ssl, **serve_kwargs)
         scheme = "https" if ssl else "http"
         return server, f"serving on {scheme}://{host or '0.0.0.0'}:{server.port}"
 
-    await start_until_signal(start, signals)
+    await start_until_signal(start, signals, early=early)
 
 
 class Stoppable(Protocol):
@@ -204,23 +226,29 @@ async def wait_for_signal(
     server: Stoppable,
     banner: str,
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    early: list[int] | None = None,
 ) -> None:
-    """Log ``banner``, wait for one of ``signals``, then shut ``server`` down gracefully;
+    """Log ``banner``, wait for one of ``signals`` (or none if ``early`` holds one
+    caught already), then drain ``server`` (or shut it down when it cannot drain);
     a second signal aborts every connection."""
 
     async def started() -> tuple[Stoppable, str]:
         return server, banner
 
-    await start_until_signal(started, signals)
+    await start_until_signal(started, signals, early=early)
 
 
 async def start_until_signal(
     start: Callable[[], Awaitable[tuple[_S, str]]],
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    early: list[int] | None = None,
 ) -> None:
     """Install the signal handlers, then ``start()`` the server (which returns it and
-    its banner), wait for a signal and shut it down gracefully; a second signal aborts
-    every connection.
+    its banner), wait for a signal (or none if ``early`` holds one caught already) and
+    drain it (or shut it down when it cannot drain); a second signal aborts every
+    connection.
 
     The handlers go in before the socket listens: a supervisor that signals as soon
     as the port answers must get a graceful shutdown, not the default action.
@@ -243,6 +271,8 @@ async def start_until_signal(
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+    if early:
+        stop.set()
     try:
         server, banner = await start()
         running.append(server)
@@ -251,7 +281,12 @@ async def start_until_signal(
             await stop.wait()
         finally:
             server_log.info("shutting down")
-            await server.shutdown()
+            drain = getattr(server, "drain", None)
+            if drain is not None:
+                # Readiness turns 503, listening stops, WebSockets close with 1012 in batches.
+                await drain()
+            else:
+                await server.shutdown()
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

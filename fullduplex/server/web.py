@@ -311,6 +311,12 @@ class RequestHandler:
             method = self.request.method
             if method not in self.SUPPORTED_METHODS:
                 raise HTTPError(405, headers=[("Allow", ", ".join(self.allowed_methods()))])
+            if self.is_websocket:
+                # The authentication hook runs first (401/403 as HTTP), so that
+                # prepare() and every later step see the user.
+                pending = _maybe_await(self._authenticate_upgrade())
+                if pending is not None:
+                    await pending
             pending = _maybe_await(self.prepare())
             if pending is not None:
                 await pending
@@ -333,6 +339,10 @@ class RequestHandler:
                 self.finish()
         except Exception as exc:
             self._handle_exception(exc)
+
+    def _authenticate_upgrade(self) -> Awaitable[None] | None:
+        """Run before a WebSocket upgrade; WebSocket handlers authenticate here."""
+        return None
 
     def _execute_upgrade(self) -> None:
         """Hand the connection to ``self.upgrade`` (defined by WebSocket handlers)."""

@@ -19,6 +19,7 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,9 +40,10 @@ from ..transports.base import (
     send_then_drain,
 )
 from ..transports.http_session import HTTPSession
+from .auth import AUTH_EXPIRED, AUTH_PROTOCOL, Authenticated, is_credential
 from .fallback import serve_fallback
 from .views import check_view_signature, run_blocking_view, subprotocol_selector
-from .web import RequestHandler
+from .web import HTTPError, RequestHandler
 
 __all__ = [
     "FallbackOffer",
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fullduplex.websocket")
+access_log = logging.getLogger("fullduplex.access")
 
 #: Tornado's name for writing to a closed connection.
 WebSocketClosedError = ConnectionClosed
@@ -113,6 +116,9 @@ class WebSocketHandler(RequestHandler):
     _closed_called = False
     _limits_cache: Limits | None = None
     _done: asyncio.Future[None] | None = None
+    #: When the connection's credential expires (seconds since the epoch), if it does.
+    auth_expires: float | None = None
+    _expiry: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------- overridables
 
@@ -136,6 +142,17 @@ class WebSocketHandler(RequestHandler):
     def on_rate_limited(self, message: Message) -> None:
         """Called for a message dropped by rate limits whose action is ``"drop"``;
         override to tell the client (the default says nothing)."""
+
+    def authenticate(self, request: Any) -> Any:
+        """Who is opening this connection? Runs before the upgrade; returns the user,
+        an :class:`~fullduplex.server.auth.Authenticated` (user and expiry), or None
+        to refuse with 401 (raise ``HTTPError(403)`` to refuse with 403); may be async.
+        The default calls the app's ``authenticate`` setting, and lets everyone in
+        when there is none. The user becomes ``self.current_user``."""
+        hook = self.settings.get("authenticate")
+        if hook is None:
+            return _NO_HOOK
+        return hook(request)
 
     def check_origin(self, origin: str) -> bool:
         """Allow the upgrade for this ``Origin``? Same-origin or ``allowed_origins``."""
@@ -217,6 +234,56 @@ class WebSocketHandler(RequestHandler):
         connection = self.connection
         return connection.transport_name if connection is not None else None
 
+    # ------------------------------------------------------ authentication
+
+    def _authenticate_upgrade(self) -> Awaitable[None] | None:
+        try:
+            result = self.authenticate(self.request)
+        except HTTPError as exc:
+            self._refused(exc.status)
+            raise
+        if result is _NO_HOOK:
+            return None
+        if inspect.isawaitable(result):
+            return self._authenticated_later(result)
+        self._authenticated(result)
+        return None
+
+    async def _authenticated_later(self, pending: Awaitable[Any]) -> None:
+        try:
+            result = await pending
+        except HTTPError as exc:
+            self._refused(exc.status)
+            raise
+        self._authenticated(result)
+
+    def _authenticated(self, result: Any) -> None:
+        if isinstance(result, Authenticated):
+            self.auth_expires = result.expires
+            result = result.user
+        if result is None:
+            self._refused(401)
+            raise HTTPError(401, "authentication required")
+        self.current_user = result
+
+    def _refused(self, status: int) -> None:
+        self.app.stats.handshake("unauthorized" if status == 401 else "forbidden", status)
+        request = self.request
+        logger.info("refused WebSocket from %s for %s: %d", request.remote_ip, request.path, status)
+
+    def _arm_expiry(self, engine: Any) -> None:
+        expires = self.auth_expires
+        if expires is not None:
+            delay = max(0.0, expires - time.time())
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(delay, self._credential_expired)
+
+    def _credential_expired(self) -> None:
+        self._expiry = None
+        connection = self.connection
+        if connection is not None and not connection.closed:
+            connection.close(AUTH_EXPIRED, "authentication expired")
+
     # -------------------------------------------------------- engine sink
 
     def on_connection_closed(self, code: int, reason: str) -> None:
@@ -225,9 +292,46 @@ class WebSocketHandler(RequestHandler):
         self._closed_called = True
         self.close_code = code
         self.close_reason = reason
-        if self.engine is not None:
-            self.app.connections.discard(self.engine)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        engine = self.engine
+        if engine is not None:
+            app = self.app
+            app.connections.discard(engine)
+            app.stats.fold(engine)
+            if app.settings.access_log:
+                self._log_close(engine, code)
         self.on_close()
+
+    def _log_close(self, engine: WebSocketEngine, code: int) -> None:
+        """The access line of a WebSocket connection: peer, path, duration, bytes and
+        messages each way, close code."""
+        if access_log.isEnabledFor(logging.INFO):
+            request = self.request
+            duration = engine.loop.time() - engine.opened_at
+            access_log.info(
+                '%s "WS %s" %s %.1fs in=%dB/%d out=%dB/%d',
+                request.remote_ip,
+                request.path,
+                code,
+                duration,
+                engine.bytes_in,
+                engine.messages_in,
+                engine.bytes_out,
+                engine.messages_out,
+                extra={
+                    "peer": request.remote_ip,
+                    "method": "WS",
+                    "path": request.path,
+                    "close_code": code,
+                    "duration_ms": round(duration * 1000.0, 1),
+                    "bytes_in": engine.bytes_in,
+                    "bytes_out": engine.bytes_out,
+                    "messages_in": engine.messages_in,
+                    "messages_out": engine.messages_out,
+                },
+            )
 
     # ------------------------------------------------------------ upgrade
 
@@ -291,7 +395,12 @@ class WebSocketHandler(RequestHandler):
         if not isinstance(handshake, ServerHandshake):
             raise HandshakeRejected(400, "a fallback session open is not an upgrade")
         offered = handshake.subprotocols
+        if offered and any(is_credential(p) for p in offered):
+            # Credentials ride in the header but are never chosen nor echoed.
+            offered = [p for p in offered if not is_credential(p)]
         subprotocol = self.select_subprotocol(offered) if offered else None
+        if subprotocol is None and AUTH_PROTOCOL in offered:
+            subprotocol = AUTH_PROTOCOL
         self.selected_subprotocol = subprotocol
         return handshake.accept(
             subprotocol=subprotocol,
@@ -310,8 +419,9 @@ class WebSocketHandler(RequestHandler):
             response, connection = self.negotiate()
         except HandshakeRejected as exc:
             request = self.request
-            log = logger.warning if exc.status == 403 else logger.info
-            log(
+            self.app.stats.handshake("rejected", exc.status)
+            # What a client sends must not be able to fill the log above INFO.
+            logger.info(
                 "rejected WebSocket from %s for %s: %s %s",
                 request.remote_ip,
                 request.path,
@@ -321,6 +431,7 @@ class WebSocketHandler(RequestHandler):
             transport.write(reject(exc))
             self._status_code = exc.status
             return False
+        self.app.stats.handshake("accepted", 101)
         self.switch(transport, response, connection, leftover)
         return True
 
@@ -356,6 +467,8 @@ class WebSocketHandler(RequestHandler):
         self.connection = self.engine = engine
         self._status_code = 101
         self.app.connections.add(engine)
+        if self.auth_expires is not None:
+            self._arm_expiry(engine)
         # Messages that arrive while open() runs wait for it (control frames don't).
         engine.hold()
         try:
@@ -415,6 +528,10 @@ class WebSocketHandler(RequestHandler):
         return self._handshake_headers()
 
 
+#: ``authenticate()`` found no hook: everyone is let in, the user stays unset.
+_NO_HOOK: Any = object()
+
+
 def function_view_handler(
     view: Callable[..., Awaitable[Any] | None],
     *,
@@ -451,6 +568,7 @@ def function_view_handler(
             assert host is not None
             # The queue becomes the connection's sink; on_close still runs once.
             self.ws = WebSocket(host, self.request, on_closed=self.on_connection_closed)
+            self.ws.user = self.current_user
             task = asyncio.ensure_future(self._run(*args, **kwargs))
             self.app.track_task(task)
 

@@ -38,6 +38,8 @@
    * 1001 (server going away), 1006 (connection lost), 1011, 1012, 1013 and the
    * application codes 3000–4999 are reconnected. */
   const FINAL_CODES = [1000, 1002, 1003, 1007, 1008, 1009, 1010];
+  /** The server closes with this code when the connection's credential expired. */
+  const AUTH_EXPIRED = 4001;
 
   /** Every transport, in the order tried by default. */
   const TRANSPORTS = ["websocket", "streaming", "sse", "polling"];
@@ -69,6 +71,10 @@
    * @property {boolean} [remember=true] keep the transport that worked in sessionStorage for this tab
    * @property {typeof fetch} [fetch] the fetch to use (default: globalThis.fetch)
    * @property {typeof EventSource} [EventSource] the EventSource to use (default: globalThis.EventSource)
+   * @property {((event: {code: number, reason: string}) => Promise<string|string[]|undefined>)|null} [refreshAuth=null]
+   *   after a close with 4001 (credential expired), called before reconnecting: fetch a new
+   *   token; what it resolves to replaces the subprotocols (e.g. ["fd-auth", "fd-token." + token]),
+   *   undefined keeps them (a refreshed cookie). A rejection closes the socket for good.
    */
 
   /** @type {Required<Omit<FullDuplexOptions, "WebSocket">>} */
@@ -88,6 +94,7 @@
     firstByteTimeout: 4000,
     probeDelay: 10000,
     remember: true,
+    refreshAuth: null,
   };
 
   // Room internals the socket calls; symbols keep them off the public surface.
@@ -1248,7 +1255,8 @@
         this.#state = CONNECTING;
         const attempt = ++this.#attempt;
         const delay = this.#delay(attempt);
-        this.#timer = setTimeout(() => this.#retry(), delay);
+        const refresh = code === AUTH_EXPIRED ? o.refreshAuth : null;
+        this.#timer = setTimeout(() => (refresh ? this.#refreshThenRetry(refresh, closed) : this.#retry()), delay);
         this.dispatchEvent(custom("reconnecting", { attempt: attempt, delay: delay, code: code, reason: reason, wasClean: wasClean }));
         return;
       }
@@ -1260,6 +1268,29 @@
       const o = this.#options;
       const cap = Math.min(o.maxDelay, o.minDelay * Math.pow(o.factor, attempt - 1));
       return Math.floor(o.random() * cap);
+    }
+
+    /** The credential expired: get a new one from the application, then reconnect. */
+    #refreshThenRetry(refresh, closed) {
+      this.#timer = null;
+      let result;
+      try {
+        result = Promise.resolve(refresh({ code: closed.code, reason: closed.reason }));
+      } catch (error) {
+        result = Promise.reject(error);
+      }
+      result.then(
+        (protocols) => {
+          if (this.#closeRequested || this.#state === CLOSED) return;
+          if (protocols !== undefined && protocols !== null) this.#protocols = protocols;
+          this.#retry();
+        },
+        () => {
+          if (this.#closeRequested || this.#state === CLOSED) return;
+          this.dispatchEvent(new Event("error"));
+          this.#finish(closed.code, closed.reason, closed.wasClean);
+        },
+      );
     }
 
     #retry() {

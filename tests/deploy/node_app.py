@@ -35,5 +35,14 @@ def _room_options(app: App) -> None:
     app.hub.set_room_options("lobby", history_size=HISTORY)
 
 
-app = App([("/ws", Rooms), ("/node", Node)], allowed_origins=["*"], access_log=False)
+#: Graceful drain pacing (SIGTERM): connections closed per batch, seconds between batches.
+DRAIN = {
+    name: kind(os.environ[f"FULLDUPLEX_{name.upper()}"])
+    for name, kind in (("drain_batch", int), ("drain_interval", float))
+    if f"FULLDUPLEX_{name.upper()}" in os.environ
+}
+
+app = App(
+    [("/ws", Rooms), ("/node", Node)], allowed_origins=["*"], access_log=False, **DRAIN
+)
 app.on_startup.append(_room_options)

@@ -190,6 +190,7 @@ class Node(Process):
         *,
         workers: int = 1,
         extra_env: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(node_id, workdir / f"node-{node_id}.log")
         self.node_id = node_id
@@ -197,6 +198,7 @@ class Node(Process):
         self.port = free_port()
         self.workers = workers
         self.extra_env = extra_env or {}
+        self.extra_args = list(extra_args)
 
     def start(self) -> Node:
         argv = [
@@ -218,6 +220,7 @@ class Node(Process):
             argv += ["--redis", self.hub]
         if self.workers > 1:
             argv += ["--workers", str(self.workers)]
+        argv += self.extra_args
         env = {
             **os.environ,
             "FULLDUPLEX_NODE_ID": self.node_id,
@@ -238,7 +241,13 @@ class Node(Process):
 
 
 def render_nginx_conf(
-    prefix: Path, upstreams: Sequence[int], http_port: int, tls_port: int, cert: Path, key: Path
+    prefix: Path,
+    upstreams: Sequence[int],
+    http_port: int,
+    tls_port: int,
+    cert: Path,
+    key: Path,
+    worker_connections: int = 1024,
 ) -> str:
     """``deploy/nginx.conf`` made runnable in ``prefix``: the same directives, with
     our ports, certificate and temp paths, wrapped in a main context of its own."""
@@ -261,10 +270,10 @@ def render_nginx_conf(
     for old, new in replacements.items():
         assert old in site, f"deploy/nginx.conf: {old!r} not found"
         site = site.replace(old, new)
-    return main_context(prefix, site)
+    return main_context(prefix, site, worker_connections)
 
 
-def main_context(prefix: Path, site: str) -> str:
+def main_context(prefix: Path, site: str, worker_connections: int = 1024) -> str:
     """A runnable nginx configuration in ``prefix`` around ``http``-context directives."""
     temp = "\n".join(
         f"    {name}_temp_path {prefix / name};"
@@ -277,7 +286,7 @@ def main_context(prefix: Path, site: str) -> str:
         f"{user}daemon off;\nmaster_process on;\nworker_processes 1;\n"
         "worker_shutdown_timeout 5s;\n"
         f"pid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'} warn;\n"
-        "events { worker_connections 1024; }\n"
+        f"events {{ worker_connections {worker_connections}; }}\n"
         f"http {{\n    access_log {prefix / 'access.log'};\n{temp}\n{site}\n}}\n"
     )
 
@@ -285,7 +294,14 @@ def main_context(prefix: Path, site: str) -> str:
 class Nginx(Process):
     """nginx in front of ``upstreams`` with deploy/nginx.conf; wss:// on ``tls_port``."""
 
-    def __init__(self, prefix: Path, upstreams: Sequence[int], cert: Path, key: Path) -> None:
+    def __init__(
+        self,
+        prefix: Path,
+        upstreams: Sequence[int],
+        cert: Path,
+        key: Path,
+        worker_connections: int = 1024,
+    ) -> None:
         prefix.mkdir(parents=True, exist_ok=True)
         super().__init__("nginx", prefix / "stderr.log")
         self.prefix = prefix
@@ -293,7 +309,9 @@ class Nginx(Process):
         self.tls_port = free_port()
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(
-            render_nginx_conf(prefix, upstreams, self.http_port, self.tls_port, cert, key)
+            render_nginx_conf(
+                prefix, upstreams, self.http_port, self.tls_port, cert, key, worker_connections
+            )
         )
 
     def check(self) -> str:
@@ -352,10 +370,10 @@ class Stack:
         self.processes.append(node)
         return node.start()
 
-    def nginx(self, upstreams: list[int]) -> Nginx:
+    def nginx(self, upstreams: list[int], worker_connections: int = 1024) -> Nginx:
         require(NGINX, "nginx")
         cert, key = self.cert
-        proxy = Nginx(self.tmp / "nginx", upstreams, cert, key)
+        proxy = Nginx(self.tmp / "nginx", upstreams, cert, key, worker_connections)
         proxy.check()
         self.processes.append(proxy)
         return proxy.start()

@@ -131,6 +131,8 @@ class RedisHubStats:
     data_losses: int = 0
     #: Dead nodes whose presence this node removed.
     reaped_nodes: int = 0
+    #: Connection attempts that failed (Redis down or refusing).
+    connect_failures: int = 0
 
     def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -1053,6 +1055,7 @@ class RedisHub(Hub):
                     self._first.set_result(None)
                 if self._down_since is None:
                     self._down_since = loop.time()
+                self.stats.connect_failures += 1
                 attempt += 1
                 delay = self._backoff(attempt)
                 (logger.warning if attempt == 1 else logger.info)(
