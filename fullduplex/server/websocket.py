@@ -19,6 +19,8 @@ import asyncio
 import inspect
 import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -229,6 +231,13 @@ class WebSocketHandler(RequestHandler):
         """Validate the upgrade request and its ``Origin``; raises HandshakeRejected."""
         handshake = ServerHandshake(self.request.to_protocol_request(), self._limits())
         handshake.validate()
+        buckets = self.app.handshake_buckets
+        if buckets is not None:
+            wait = buckets.take(self.request.remote_ip, time.monotonic())
+            if wait:
+                raise HandshakeRejected(
+                    429, "too many handshakes", [("Retry-After", str(math.ceil(wait)))]
+                )
         origin = handshake.origin
         if origin is not None and not self.check_origin(origin):
             raise HandshakeRejected(403, f"origin {origin!r} is not allowed")
