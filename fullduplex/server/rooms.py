@@ -210,7 +210,9 @@ class RoomHandler(WebSocketHandler):
             elif op == "leave":
                 await self._leave(request)
             else:
-                raise _Refused(f"unknown op {op[:40]!r}" if isinstance(op, str) else "missing op")
+                raise _Refused(
+                    f"unknown op {op[:40]!r}" if isinstance(op, str) else "missing op"
+                )
         except _Refused as exc:
             self._errors += 1
             request = op if isinstance(op, str) and op in _OPS else None
