@@ -64,7 +64,7 @@ _UNAVAILABLE_LOG_INTERVAL = 5.0
 _OPS = frozenset(("join", "leave", "publish"))
 
 #: Rooms whose publish bucket one node remembers per hub (least recently used first
-#: forgotten; about 300 bytes each).
+#: forgotten; about 200 bytes each besides the room name).
 MAX_ROOM_BUCKETS = 10_000
 #: The per-room publish buckets of this node, per hub.
 _room_buckets: weakref.WeakKeyDictionary[Hub, OrderedDict[str, RateLimiter]] = (
