@@ -19,6 +19,16 @@ __all__ = ["ClientLimits", "IPBuckets", "RateLimiter", "RateLimits"]
 ACTIONS: Final = frozenset(("close", "drop"))
 
 
+def _check_rates(limits: RateLimits | ClientLimits, *names: str) -> None:
+    """Raise ValueError unless each rate is positive or None and ``burst`` is positive."""
+    for name in names:
+        value = getattr(limits, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive or None, not {value!r}")
+    if not limits.burst > 0:
+        raise ValueError(f"burst must be a positive number of seconds, not {limits.burst!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimits:
     """How fast one peer may send; None leaves that measure unlimited.
@@ -37,12 +47,7 @@ class RateLimits:
     action: Literal["close", "drop"] = "close"
 
     def __post_init__(self) -> None:
-        for name in ("messages_per_second", "bytes_per_second"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive or None, not {value!r}")
-        if not self.burst > 0:
-            raise ValueError(f"burst must be a positive number of seconds, not {self.burst!r}")
+        _check_rates(self, "messages_per_second", "bytes_per_second")
         if self.action not in ACTIONS:
             raise ValueError(
                 f"unknown rate-limit action {self.action!r}; use one of {sorted(ACTIONS)}"
@@ -104,12 +109,7 @@ class ClientLimits:
     max_clients: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("connections_per_second", "handshakes_per_second"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive or None, not {value!r}")
-        if not self.burst > 0:
-            raise ValueError(f"burst must be a positive number of seconds, not {self.burst!r}")
+        _check_rates(self, "connections_per_second", "handshakes_per_second")
         if self.max_clients < 1:
             raise ValueError(f"max_clients must be at least 1, not {self.max_clients!r}")
 
