@@ -29,6 +29,10 @@ that signs the session cookies is, in this order: the ``cookie_secret`` setting,
 mode 0600), made on the first start, so that a restart keeps everyone logged in.
 When that file cannot be written the key lives only as long as the process, and a
 user whose cookie no longer verifies is told that the session expired.
+
+Rate limits are on: a chat connection may send :data:`CHAT_RATE_LIMITS` (beyond them
+its requests are answered ``rate_limited``), and one client IP may open
+:data:`DEMO_CLIENT_LIMITS` WebSocket handshakes (beyond: 429).
 """
 
 from __future__ import annotations
@@ -50,12 +54,15 @@ from .endpoint import WebSocket
 from .engine import Message
 from .protocol.http11 import reason_phrase
 from .protocol.limits import Limits
+from .ratelimit import ClientLimits, RateLimits
 from .server import App, HTTPError, RequestHandler
 from .server.rooms import RoomHandler
 from .server.websocket import WebSocketHandler
 
 __all__ = [
     "BEIJING",
+    "CHAT_RATE_LIMITS",
+    "DEMO_CLIENT_LIMITS",
     "TIME_FORMAT",
     "ChatHandler",
     "EchoHandler",
@@ -211,7 +218,7 @@ def _room_url(room: str) -> str:
 
 def _next_url(value: str | None) -> str:
     """Where to go after logging in: a room page of this site, else the lobby."""
-    if value and value.startswith("/room/") and valid_room(value[len("/room/"):]):
+    if value and value.startswith("/room/") and valid_room(value[len("/room/") :]):
         return value
     return _room_url(DEFAULT_ROOM)
 
@@ -289,6 +296,14 @@ class RoomPage(Page):
         return listed
 
 
+#: What one chat connection may send: plenty for typing, not for a flood.
+CHAT_RATE_LIMITS = RateLimits(
+    messages_per_second=20, bytes_per_second=64 * 1024, burst=1.0, action="drop"
+)
+#: WebSocket handshakes per client IP: 30 at once (tabs, reconnects), then 10 a second.
+DEMO_CLIENT_LIMITS = ClientLimits(handshakes_per_second=10, burst=3.0)
+
+
 class ChatHandler(RoomHandler):
     """``/chat/ws``: the rooms protocol for logged-in users; messages are stamped with the
     server time and rendered through ``demo/message.html``.
@@ -307,6 +322,10 @@ class ChatHandler(RoomHandler):
 
     def get_user(self) -> str:
         return str(self.current_user)
+
+    def get_rate_limits(self) -> RateLimits | None:
+        """The ``websocket_rate_limits`` setting when set, else :data:`CHAT_RATE_LIMITS`."""
+        return super().get_rate_limits() or CHAT_RATE_LIMITS
 
     def authorize_join(self, room: str) -> bool:
         return bool(self.current_user) and valid_room(room)
@@ -403,6 +422,7 @@ def make_app(*, secret_file: Path | None = None, **settings: Any) -> App:
         "static_path": STATIC_PATH,
         "static_url_prefix": "/static/",
         "login_url": "/",
+        "client_rate_limits": DEMO_CLIENT_LIMITS,
     }
     options.update(settings)
     return App(

@@ -33,7 +33,7 @@ from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 from .protocol.deflate import DeflateOptions
 from .protocol.errors import FullDuplexError
 from .protocol.limits import Limits
-from .ratelimit import RateLimits
+from .ratelimit import ClientLimits, RateLimits
 
 __all__ = ["DEFAULTS", "SETTING_NAMES", "Settings", "SettingsError", "format_default", "reference"]
 
@@ -120,6 +120,14 @@ class Settings(MutableMapping[str, Any]):
         default=False,
         metadata=_doc(
             "trust ``X-Real-IP``/``X-Forwarded-For``/``-Proto`` (only behind your own proxy)",
+            group=_HTTP,
+        ),
+    )
+    client_rate_limits: ClientLimits | None = field(
+        default=None,
+        metadata=_doc(
+            "token buckets per client IP for new TCP connections (beyond: closed at once) "
+            "and WebSocket handshakes (beyond: 429 with ``Retry-After``); None: off",
             group=_HTTP,
         ),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import stat
 import sys
 import urllib.parse
@@ -19,9 +20,10 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import read_stdout_lines, run  # noqa: E402
+from helpers import read_stdout_lines, room_join, room_recv, room_send, run  # noqa: E402
 from test_cli import HOST, _port_of, cli_process  # noqa: E402
 
+from fullduplex.client import websocket_connect  # noqa: E402
 from fullduplex.demo import (  # noqa: E402
     SESSION_COOKIE,
     Page,
@@ -179,3 +181,49 @@ def test_the_room_list_shows_rooms_the_hub_holds() -> None:
     status, body = run(scenario())
     assert status == 200
     assert 'href="/room/garden"' in body
+
+
+def test_a_flooding_chat_client_gets_rate_limited_while_others_still_chat() -> None:
+    async def scenario() -> None:
+        app = make_app(cookie_secret="s" * 40, access_log=False)
+        server = await app.serve(HOST, 0)
+        try:
+            url = f"ws://{HOST}:{server.port}/chat/ws"
+            origin = f"http://{HOST}:{server.port}"
+            conns = []
+            for name in ("flood", "ada"):
+                cookie = await asyncio.to_thread(log_in, server.port, name)
+                conn = await websocket_connect(
+                    url, headers={"Cookie": cookie, "Origin": origin}, ping_interval=None
+                )
+                await room_join(conn, "lobby")
+                conns.append(conn)
+            flood, ada = conns
+            await room_recv(flood)  # ada's arrival
+            for i in range(100):  # five times the 20 a second a chat connection may send
+                message = {"op": "publish", "room": "lobby", "data": {"text": f"{i}"}}
+                flood.engine.send(json.dumps({**message, "id": f"f{i}"}))
+            await room_send(ada, op="publish", room="lobby", data={"text": "still here"}, id="a")
+            limited = 0
+            seen_by_ada: list[str] = []
+            while "still here" not in seen_by_ada:
+                reply = await room_recv(ada)
+                if reply["op"] == "message":
+                    seen_by_ada.append(reply["data"]["text"])
+            assert len(seen_by_ada) <= 21  # at most the flooder's burst got through first
+            published = 0
+            while published + limited < 100:
+                reply = await room_recv(flood)
+                if reply["op"] == "published":
+                    published += 1
+                elif reply["op"] == "error":
+                    assert reply["code"] == "rate_limited" and reply["retryable"] is True
+                    limited += 1
+            assert limited >= 50 and published >= 19  # the join took one of the 20 tokens
+            assert not flood.closed
+            for conn in conns:
+                await conn.close()
+        finally:
+            await server.shutdown(drain_timeout=1.0)
+
+    run(scenario())

@@ -79,6 +79,8 @@ class ErrorCode(enum.Enum):
     #: The backend stopped answering mid-publish: the message may or may not have
     #: gone out. Retry with the same ``id`` (a duplicate is then dropped).
     UNKNOWN_OUTCOME = ("unknown_outcome", True)
+    #: Over the connection's or the room's rate limit: nothing was done; retry later.
+    RATE_LIMITED = ("rate_limited", True)
 
     def __init__(self, code: str, retryable: bool) -> None:
         self.code = code

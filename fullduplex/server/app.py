@@ -35,6 +35,7 @@ from urllib.parse import quote
 from ..engine import EngineOptions
 from ..hub import Hub, create_hub
 from ..protocol.limits import Limits
+from ..ratelimit import IPBuckets
 from ..settings import DEFAULTS, Settings
 from ..stats import ServerStats
 from . import process
@@ -113,6 +114,18 @@ class App:
         self.stats = ServerStats()
         self._metrics_registry: Any = None
         self._metrics_route = False
+        client_limits = self.settings.client_rate_limits
+        #: Per-IP buckets for new TCP connections and for WebSocket handshakes (None: off).
+        self.connection_buckets: IPBuckets | None = None
+        self.handshake_buckets: IPBuckets | None = None
+        if client_limits is not None:
+            burst, size = client_limits.burst, client_limits.max_clients
+            if client_limits.connections_per_second is not None:
+                self.connection_buckets = IPBuckets(
+                    client_limits.connections_per_second, burst, size
+                )
+            if client_limits.handshakes_per_second is not None:
+                self.handshake_buckets = IPBuckets(client_limits.handshakes_per_second, burst, size)
         for spec in routes:
             if isinstance(spec, Route):
                 handler_class = _handler_class(spec.handler, spec.pattern)
@@ -384,6 +397,7 @@ class App:
             access_log=s.access_log,
             server_header=s.server_header or None,
             xheaders=s.xheaders,
+            connection_buckets=self.connection_buckets,
         )
 
     def serve(

@@ -49,6 +49,7 @@ module (the request cycle, flow control, hand-over and shutdown).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+from ..ratelimit import IPBuckets
 from .http_base import (
     CONTINUE,
     T_BODY,
@@ -113,6 +115,8 @@ class HTTPConfig:
     access_log: bool
     server_header: str | None
     xheaders: bool
+    #: Per-IP bucket of new connections; one beyond it is closed at once (None: off).
+    connection_buckets: IPBuckets | None
 
 
 #: Stands in for the request queue of a detached connection (never appended to).
@@ -175,6 +179,11 @@ class HTTPConnection(RequestParsing, ResponseWriting):
         peer = transport.get_extra_info("peername")
         self._remote = peer
         self._remote_ip = peer[0] if isinstance(peer, tuple) and peer else ""
+        buckets = self._config.connection_buckets
+        if buckets is not None and buckets.take(self._remote_ip, time.monotonic()):
+            self._closed = True
+            self._transport.abort()  # an accept flood: drop it before reading anything
+            return
         self._tls = transport.get_extra_info("sslcontext") is not None
         self._scheme = "https" if self._tls else "http"
         self._config.connections.add(self)

@@ -8,7 +8,9 @@ them back down) close it with 1008. When the hub is unavailable (Redis down), a 
 closes the connection with 1013 (the client reconnects with backoff and rejoins with
 ``since``) and a publish is answered with the ``hub_unavailable`` error, or with
 ``unknown_outcome`` when the backend stopped answering mid-publish (the client
-publishes again with the same ``id``; the hub drops the duplicate).
+publishes again with the same ``id``; the hub drops the duplicate). A request over the
+connection's rate limits, or a publish over its room's, is answered with the
+retryable ``rate_limited`` error.
 
 Apps subclass :class:`RoomHandler` and override the hooks (``get_user``,
 ``authorize_join``, ``transform``) and limits.
@@ -24,7 +26,10 @@ import logging
 import re
 import secrets
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ..engine import Message
@@ -37,6 +42,7 @@ from ..hub.wire import (
     published_envelope,
 )
 from ..protocol.errors import ConnectionClosed
+from ..ratelimit import RateLimiter, RateLimits
 from .websocket import WebSocketHandler
 
 __all__ = ["RoomHandler"]
@@ -56,6 +62,14 @@ _UNAVAILABLE_LOG_INTERVAL = 5.0
 
 #: The ops a client may send (an error names the one it answers).
 _OPS = frozenset(("join", "leave", "publish"))
+
+#: Rooms whose publish bucket one node remembers per hub (least recently used first
+#: forgotten; about 200 bytes each besides the room name).
+MAX_ROOM_BUCKETS = 10_000
+#: The per-room publish buckets of this node, per hub.
+_room_buckets: weakref.WeakKeyDictionary[Hub, OrderedDict[str, RateLimiter]] = (
+    weakref.WeakKeyDictionary()
+)
 
 #: Background leave_all tasks, referenced until they finish.
 _cleanups: set[asyncio.Task[None]] = set()
@@ -113,6 +127,9 @@ class RoomHandler(WebSocketHandler):
     #: ``members_truncated``). Together with the history: under a client's default
     #: 1 MiB message limit.
     max_join_members_bytes: ClassVar[int] = 128 * 1024
+    #: Answer requests over the connection's rate limits (``get_rate_limits()``) with a
+    #: ``rate_limited`` error instead of closing with 1008 (False: as configured).
+    rate_limit_replies: ClassVar[bool] = True
 
     _rooms: set[str] | None = None
     _user: str | None = None
@@ -133,6 +150,20 @@ class RoomHandler(WebSocketHandler):
     def authorize_join(self, room: str) -> bool | Awaitable[bool]:
         """May this connection join ``room``? (May be ``async``.) Default: yes."""
         return True
+
+    def get_room_rate_limits(self, room: str) -> RateLimits | None:
+        """How fast this node accepts publishes to ``room``, from all its publishers
+        together (one bucket per room; ``action`` is ignored: over it, a publish is
+        answered ``rate_limited``). Default: None, unlimited."""
+        return None
+
+    def get_rate_limits(self) -> RateLimits | None:
+        """The connection's limits, set to answer ``rate_limited`` rather than close
+        when :attr:`rate_limit_replies` is on."""
+        limits = super().get_rate_limits()
+        if limits is not None and self.rate_limit_replies and limits.action != "drop":
+            limits = replace(limits, action="drop")
+        return limits
 
     async def transform(self, room: str, data: Any) -> Any | None:
         """Change published ``data`` before it goes out (add the name, the time…);
@@ -173,7 +204,7 @@ class RoomHandler(WebSocketHandler):
                 raise _Refused("a request is a JSON object")
             op = request.get("op")
             if op == "publish":
-                await self._publish(request)
+                await self._publish(request, len(message))
             elif op == "join":
                 await self._join(request)
             elif op == "leave":
@@ -260,7 +291,7 @@ class RoomHandler(WebSocketHandler):
         await self.hub.leave(room, self)
         self._reply(left_envelope(room))
 
-    async def _publish(self, request: dict[str, Any]) -> None:
+    async def _publish(self, request: dict[str, Any], size: int) -> None:
         room = self._room_name(request)
         if not self._rooms or room not in self._rooms:
             raise _Refused("not joined", room, ErrorCode.NOT_JOINED)
@@ -272,6 +303,11 @@ class RoomHandler(WebSocketHandler):
             not isinstance(id, str) or not 0 < len(id) <= MAX_ID_LENGTH or _CONTROL.search(id)
         ):
             raise _Refused(f"id must be a string of 1 to {MAX_ID_LENGTH} characters", room)
+        limits = self.get_room_rate_limits(room)
+        if limits is not None and not self._room_allows(room, limits, size):
+            reason = "room rate limit exceeded: message not sent"
+            self._reply(error_envelope(ErrorCode.RATE_LIMITED, reason, room, "publish", id))
+            return
         data = await self.transform(room, data)
         if data is None:
             return
@@ -291,6 +327,45 @@ class RoomHandler(WebSocketHandler):
             return
         if id is not None:
             self._reply(published_envelope(room, id, offset))
+
+    def _room_allows(self, room: str, limits: RateLimits, size: int) -> bool:
+        """Take a publish of ``size`` bytes from ``room``'s bucket on this node."""
+        buckets = _room_buckets.get(self.hub)
+        if buckets is None:
+            buckets = _room_buckets[self.hub] = OrderedDict()
+        now = time.monotonic()
+        limiter = buckets.get(room)
+        if limiter is None or limiter.limits != limits:
+            if limiter is None and len(buckets) >= MAX_ROOM_BUCKETS:
+                buckets.popitem(last=False)
+            limiter = buckets[room] = RateLimiter(limits, now)
+        else:
+            buckets.move_to_end(room)
+        return limiter.allow(size, now)
+
+    def on_rate_limited(self, message: Message) -> None:
+        """Answer a request over the connection's rate limits with ``rate_limited``
+        (nothing when our replies are not being read: the peer is flooding)."""
+        connection = self.connection
+        if connection is None or connection.write_paused:
+            return
+        op = room = id = None
+        if isinstance(message, str):
+            try:
+                request = json.loads(message)
+            except (ValueError, RecursionError):
+                request = None
+            if isinstance(request, dict):
+                op, room, id = request.get("op"), request.get("room"), request.get("id")
+        self._reply(
+            error_envelope(
+                ErrorCode.RATE_LIMITED,
+                "rate limit exceeded: request ignored",
+                room if isinstance(room, str) and len(room) <= self.max_room_name_length else None,
+                op if op in _OPS else None,
+                id if isinstance(id, str) and len(id) <= MAX_ID_LENGTH else None,
+            )
+        )
 
     # ------------------------------------------------------------ output
 

@@ -19,6 +19,7 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -370,6 +371,13 @@ class WebSocketHandler(RequestHandler):
 
         For an HTTP fallback session open, only the ``Origin`` is checked, and the
         offered subprotocols come from ``fd_protocols``."""
+        buckets = self.app.handshake_buckets
+        if buckets is not None:
+            wait = buckets.take(self.request.remote_ip, time.monotonic())
+            if wait:
+                raise HandshakeRejected(
+                    429, "too many handshakes", [("Retry-After", str(math.ceil(wait)))]
+                )
         if self.fallback_transport is None:
             return self._check_upgrade()
         origin = self.request.headers.get("Origin")

@@ -303,6 +303,7 @@ def http_request(data: bytes) -> None:
         access_log=False,
         server_header="fullduplex",
         xheaders=bool(data[0] & 1),
+        connection_buckets=None,
     )
     conn = HTTPConnection(config, loop=loop)
     transport = RecordingTransport()
