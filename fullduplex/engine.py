@@ -214,7 +214,13 @@ class WebSocketEngine(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.connection.receive_eof()
-        return None  # let the transport close itself
+        # The peer is gone: nothing can be sent (no keepalive ping), and output it
+        # will never read must not hold the connection past ``close_timeout``.
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        self._arm_close_timer()
+        return None  # let the transport close itself (after flushing what it can)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -736,6 +742,10 @@ class WebSocketEngine(asyncio.Protocol):
         conn = self.connection
         if transport is None:
             return
+        if conn.eof_received:
+            # The peer already closed TCP: no close frame can go out any more.
+            self._close_transport()
+            return
         if conn.close_sent is None:
             transport.write(conn.send_close(code, reason))
             self._closed_by_us = conn.close_received is None
@@ -784,7 +794,11 @@ class WebSocketEngine(asyncio.Protocol):
         self._keepalive = None
         transport = self.transport
         options = self.options
-        if transport is None or self.connection.close_sent is not None:
+        if (
+            transport is None
+            or self.connection.close_sent is not None
+            or self.connection.eof_received
+        ):
             return
         now = self.loop.time()
         assert options.ping_interval is not None
