@@ -6,8 +6,12 @@ handler object, a function view's queue, a client) and owns everything that need
 clock: keepalive pings, the closing-handshake timeout, write backpressure.
 
 The data path is callbacks only: no task or future per message. A sink whose
-``on_message`` returns an awaitable pauses reading until it completes, so a slow
-application slows its peer down instead of growing a buffer.
+``on_message`` returns an awaitable holds the following messages until it completes
+(and past a bound pauses reading), so a slow application slows its peer down instead
+of growing a buffer. A coroutine is run at once, in a copy of the current context as
+a task would be, up to its first real suspension: one that finishes without waiting
+(``await`` of a send that did not have to wait) costs no task at all, and only one
+that waits continues in a task.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from contextvars import Context, copy_context
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -80,6 +86,108 @@ _LARGE = 64 * 1024
 # Reasons for which the engine stops reading (bits of ``_read_paused``).
 _PAUSE_BACKLOG = 1  # messages wait for a busy handler
 _PAUSE_WRITE = 4  # the peer does not read what we write (server side)
+
+
+_CoroutineType = types.CoroutineType
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+_current_task = asyncio.current_task
+
+
+class _FirstStep:
+    """The current task while a handler coroutine runs its first step, before any task.
+
+    ``asyncio.timeout()``, ``TaskGroup`` and code that keeps ``current_task()`` need a
+    task to cancel later; this stands for the one that continues the coroutine if it
+    waits (calls are passed on once it exists), and for nothing if it does not.
+    """
+
+    __slots__ = ("_cancelling", "_context", "task")
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self._cancelling = 0
+        self.task: asyncio.Task[Any] | None = None
+
+    def cancel(self, msg: Any = None) -> bool:
+        task = self.task
+        if task is not None:
+            return task.cancel(msg)
+        self._cancelling += 1  # applied to the task when there is one
+        return True
+
+    def cancelling(self) -> int:
+        task = self.task
+        return task.cancelling() if task is not None else self._cancelling
+
+    def uncancel(self) -> int:
+        task = self.task
+        if task is not None:
+            return task.uncancel()
+        if self._cancelling > 0:
+            self._cancelling -= 1
+        return self._cancelling
+
+    def done(self) -> bool:
+        task = self.task
+        return task.done() if task is not None else False
+
+    def cancelled(self) -> bool:
+        task = self.task
+        return task.cancelled() if task is not None else False
+
+    def get_context(self) -> Context:
+        return self._context
+
+    def __getattr__(self, name: str) -> Any:
+        task = self.task
+        if task is None:
+            raise AttributeError(f"{name!r}: the handler has no task before it first waits")
+        return getattr(task, name)
+
+
+class _Resumed(Coroutine[Any, Any, Any]):
+    """A coroutine already run up to its first suspension, continued by a task.
+
+    The task's first step receives what the coroutine yielded there (the future it
+    waits on, or None for a bare yield), so the task waits for it exactly as if it had
+    run that step itself; later steps, exceptions thrown in (cancellation) and closing
+    go to the coroutine.
+    """
+
+    __slots__ = ("_coro", "_first", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+        self._first = True
+
+    def send(self, value: Any) -> Any:
+        if self._first:
+            self._first = False
+            return self._waiting
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self._first:
+            # Cancelled before the task took over the wait: the awaited future is
+            # cancelled, as a task cancels the future it waits on.
+            self._first = False
+            cancel = getattr(self._waiting, "cancel", None)
+            if cancel is not None:
+                cancel()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        raise TypeError("a resumed handler coroutine is run by its task only")
+
+    def __repr__(self) -> str:
+        return repr(self._coro)
 
 
 class _RateLimited(NamedTuple):
@@ -300,6 +408,27 @@ class WebSocketEngine(asyncio.Protocol):
                     continue
                 try:
                     result = sink.on_message(event[0])  # type: ignore[arg-type]  # kind checked
+                    if result is not None and type(result) is _CoroutineType:
+                        # Step the coroutine now; a task only if it really waits.
+                        context = copy_context()
+                        loop = self.loop
+                        first = _FirstStep(context)
+                        outside = _current_task(loop) is None
+                        if outside:
+                            _enter_task(loop, first)  # type: ignore[arg-type]  # stands in
+                        try:
+                            waiting = context.run(result.send, None)
+                        except StopIteration:
+                            continue  # finished without waiting
+                        except asyncio.CancelledError:
+                            continue  # as a cancelled handler task: go on with the next
+                        finally:
+                            if outside:
+                                _leave_task(loop, first)  # type: ignore[arg-type]
+                        self._await_handler(
+                            _Resumed(result, waiting), events[index + 1 :], context, first
+                        )
+                        return True
                 except Exception as exc:
                     self.application_error("on_message", exc)
                     # No more messages for this handler; what follows (a close, a
@@ -319,11 +448,23 @@ class WebSocketEngine(asyncio.Protocol):
                 self._on_rate_limited(sink, event)  # type: ignore[arg-type]
         return False
 
-    def _await_handler(self, result: Awaitable[Any], rest: Sequence[Event]) -> None:
+    def _await_handler(
+        self,
+        result: Awaitable[Any],
+        rest: Sequence[Event],
+        context: Context | None = None,
+        first: _FirstStep | None = None,
+    ) -> None:
         """on_message returned an awaitable: hold further messages until it completes."""
         self.hold()
         self._queue_while_busy(rest)
-        task = asyncio.ensure_future(result)
+        task: asyncio.Future[Any]
+        if first is not None:
+            task = first.task = self.loop.create_task(result, context=context)  # type: ignore[arg-type]
+            for _ in range(first._cancelling):
+                task.cancel()
+        else:
+            task = asyncio.ensure_future(result)
         task.add_done_callback(self._handler_done)
 
     def hold(self) -> None:
