@@ -38,7 +38,7 @@ from .protocol.events import (
 )
 from .ratelimit import RateLimiter, RateLimits
 from .settings import DEFAULTS
-from .transports.base import DEFAULT_MAX_PENDING, Broadcast
+from .transports.base import DEFAULT_MAX_PENDING, DEFLATE_BROADCAST_MIN, Broadcast
 
 __all__ = ["EngineOptions", "MessageQueue", "Sink", "WebSocketEngine"]
 
@@ -759,9 +759,20 @@ class WebSocketEngine(asyncio.Protocol):
             except ConnectionClosed:
                 return False
             return True
-        frame = broadcast.cached_websocket_frame
-        if frame is None:
-            frame = broadcast.websocket_frame()
+        deflate = self.connection.deflate
+        frame: bytes | None
+        if deflate is not None and (
+            len(broadcast.payload) >= DEFLATE_BROADCAST_MIN
+            and deflate.should_compress(len(broadcast.payload))
+        ):
+            # Compressed once for every connection with these parameters, without
+            # our context: our next own message must not refer back past it.
+            frame = broadcast.deflated_websocket_frame(deflate)
+            deflate.reset_compressor()
+        else:
+            frame = broadcast.cached_websocket_frame
+            if frame is None:
+                frame = broadcast.websocket_frame()
         pending = self._pending
         if not self._write_paused and not pending:
             transport.write(frame)
