@@ -219,6 +219,8 @@ class WebSocketEngine(asyncio.Protocol):
     __slots__ = (
         "_backlog",
         "_backlog_bytes",
+        "_batch",
+        "_batch_bytes",
         "_close_timer",
         "_closed",
         "_closed_by_us",
@@ -276,6 +278,10 @@ class WebSocketEngine(asyncio.Protocol):
         self._closed_by_us = False  # we sent the first close frame
         self._pending: collections.deque[bytes | memoryview] | None = None
         self._pending_bytes = 0
+        # Frames written while one read is dispatched, handed to the transport in one
+        # write at its end (None: not dispatching, write at once).
+        self._batch: list[bytes] | None = None
+        self._batch_bytes = 0
         #: Broadcast frames discarded by a drop policy (slow consumer).
         self.dropped = 0
         self._rate: RateLimiter | None = None
@@ -313,12 +319,21 @@ class WebSocketEngine(asyncio.Protocol):
         events = self.connection.receive_data(data)
         if self._rate is not None and events:
             events = self._rate_filter(events)
-        if self._backlog is not None:
-            self._queue_while_busy(events)
-        else:
-            self._dispatch_events(events)
-        if self.connection.has_data_to_send:
-            self._write_auto()
+        # Replies to every message of this read go out in one write (one system call).
+        self._batch = []
+        try:
+            if self._backlog is not None:
+                self._queue_while_busy(events)
+            else:
+                self._dispatch_events(events)
+            if self.connection.has_data_to_send:
+                self._write_auto()
+        finally:
+            batch = self._batch  # a new list after each early flush
+            self._batch = None
+            if batch:
+                self._batch_bytes = 0
+                self._write_batch(batch)
 
     def eof_received(self) -> bool | None:
         self.connection.receive_eof()
@@ -624,6 +639,7 @@ class WebSocketEngine(asyncio.Protocol):
         if transport is None:
             return
         self._write_auto()  # a close frame the core queued goes out first
+        self._flush_batch()
         transport.close()
         if transport.get_write_buffer_size():
             self._arm_close_timer()
@@ -695,7 +711,29 @@ class WebSocketEngine(asyncio.Protocol):
     def _write_auto(self) -> None:
         data = self.connection.data_to_send()
         if data and self.transport is not None:
-            self.transport.write(data)
+            batch = self._batch
+            if batch is not None:
+                batch.append(data)
+                self._batch_bytes += len(data)
+            else:
+                self.transport.write(data)
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if len(batch) == 1:
+                transport.write(batch[0])
+            else:
+                transport.writelines(batch)
+
+    def _flush_batch(self) -> None:
+        """Write what the current read's dispatch batched so far (before a write that
+        must follow it, or once the batch reaches the write high-water mark)."""
+        batch = self._batch
+        if batch:
+            self._batch = []
+            self._batch_bytes = 0
+            self._write_batch(batch)
 
     def _ensure_open(self) -> asyncio.Transport:
         transport = self.transport
@@ -731,11 +769,20 @@ class WebSocketEngine(asyncio.Protocol):
         ):
             # Large binary message: header and payload as two writes, no joined copy.
             header, payload = conn.send_message_parts(message)
+            if self._batch:
+                self._flush_batch()
             transport.write(header)
             transport.write(payload)
             return
         else:
             data = conn.send_binary(message)
+        batch = self._batch
+        if batch is not None and transport is self.transport:
+            batch.append(data)
+            self._batch_bytes += len(data)
+            if self._batch_bytes >= self.options.write_high_water:
+                self._flush_batch()
+            return
         transport.write(data)
 
     def send_broadcast(
@@ -752,6 +799,8 @@ class WebSocketEngine(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.connection.close_sent is not None:
             return False
+        if self._batch:
+            self._flush_batch()
         if not self._is_server:
             # A client masks every frame (RFC 6455 §5.3): nothing can be shared.
             try:
@@ -884,6 +933,8 @@ class WebSocketEngine(asyncio.Protocol):
             self._ping_counter += 1
             payload = self._ping_counter.to_bytes(4, "big")
         fut: asyncio.Future[float] = self.loop.create_future()
+        if self._batch:
+            self._flush_batch()
         transport.write(self.connection.send_ping(payload))
         self._ping_waiters[bytes(payload)] = fut
         return fut
@@ -898,6 +949,8 @@ class WebSocketEngine(asyncio.Protocol):
             # The peer already closed TCP: no close frame can go out any more.
             self._close_transport()
             return
+        if self._batch:
+            self._flush_batch()
         if conn.close_sent is None:
             transport.write(conn.send_close(code, reason))
             self._closed_by_us = conn.close_received is None

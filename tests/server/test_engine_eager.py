@@ -375,3 +375,62 @@ def test_timeout_and_task_group_work_from_the_first_step() -> None:
 
     assert asyncio.run(asyncio.wait_for(main(), 20)) == ["fast", "slow", "group", "fast"]
     assert outcomes == ["fast: done", "slow: timed out", "group: done", "fast: done"]
+
+
+# ------------------------------------------------------------ batched writes
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_replies_to_one_read_go_out_in_one_write_in_order(style: str) -> None:
+    writes: list[int] = []
+
+    class Echo(WebSocketHandler):
+        def open(self) -> None:
+            assert self.engine is not None and self.engine.transport is not None
+            transport = self.engine.transport
+            real_write, real_writelines = transport.write, transport.writelines
+
+            inside: list[bool] = []
+
+            def write(data: Any) -> None:
+                if not inside:  # asyncio's writelines joins and calls write
+                    writes.append(1)
+                real_write(data)
+
+            def writelines(items: Any) -> None:
+                items = list(items)
+                writes.append(len(items))
+                inside.append(True)
+                try:
+                    real_writelines(items)
+                finally:
+                    inside.clear()
+
+            transport.write = write  # type: ignore[method-assign]
+            transport.writelines = writelines  # type: ignore[method-assign]
+
+        def on_message(self, message: str | bytes) -> Any:
+            if style == "async":
+                return self.reply(message)
+            self.write_message(message)
+            return None
+
+        async def reply(self, message: str | bytes) -> None:
+            await self.write_message(message)
+
+    async def main() -> list[str]:
+        async with serving([("/", Echo)], websocket_ping_interval=None) as server:
+            raw = await RawWS.connect(server.port)
+            # One read: 16 messages, then a ping whose pong follows the replies.
+            raw.writer.write(texts(*(f"m{i}" for i in range(16))) + ping)
+            got, closed = await read_texts(raw, 16)
+            assert closed is None
+            assert await raw.read_frame() == (0xA, b"ping")
+            seen.extend(writes)
+            raw.close()
+            return got
+
+    ping = frame_bytes(0x9, b"ping", key=KEY)
+    seen: list[int] = []
+    assert asyncio.run(asyncio.wait_for(main(), 20)) == [f"m{i}" for i in range(16)]
+    assert seen == [17]  # one call for the 16 replies and the pong (17 frames)
