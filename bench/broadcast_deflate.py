@@ -32,8 +32,7 @@ ROOT = os.path.dirname(HERE)
 
 MESSAGE = json.dumps([{"id": i, "user": f"user{i}", "text": "hello " * 3} for i in range(40)])
 
-SERVERS = {
-    "fullduplex": r"""
+FULLDUPLEX = r"""
 import sys
 from fullduplex import App, WebSocketHandler
 from fullduplex.hub import broadcast
@@ -44,25 +43,16 @@ class H(WebSocketHandler):
     def on_close(self): clients.discard(self)
     def on_message(self, message):
         for _ in range(int(message)):
-            broadcast(clients, MESSAGE)
+            SEND
 App([("/", H)], access_log=False, websocket_ping_interval=None).run(
     "127.0.0.1", int(sys.argv[1]), loop=sys.argv[2])
-""",
-    "fullduplex-per-conn": r"""
-import sys
-from fullduplex import App, WebSocketHandler
-clients = set()
-class H(WebSocketHandler):
-    def check_origin(self, origin): return True
-    def open(self): clients.add(self)
-    def on_close(self): clients.discard(self)
-    def on_message(self, message):
-        for _ in range(int(message)):
-            for client in clients:
-                client.write_message(MESSAGE)
-App([("/", H)], access_log=False, websocket_ping_interval=None).run(
-    "127.0.0.1", int(sys.argv[1]), loop=sys.argv[2])
-""",
+"""
+
+SERVERS = {
+    "fullduplex": FULLDUPLEX.replace("SEND", "broadcast(clients, MESSAGE)"),
+    "fullduplex-per-conn": FULLDUPLEX.replace(
+        "SEND", "for client in clients: client.write_message(MESSAGE)"
+    ),
     "websockets": r"""
 import asyncio, sys
 from websockets.asyncio.server import broadcast, serve
