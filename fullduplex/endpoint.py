@@ -58,15 +58,15 @@ class WebSocket:
             return None
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
+        # The connection is its own iterator: no async generator (and its loop hooks)
+        # per connection, no generator step per message.
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            try:
-                message = await self._queue.get()
-            except ConnectionClosed:
-                return
-            yield message
+    async def __anext__(self) -> Message:
+        try:
+            return await self._queue.get()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
 
     # ---------------------------------------------------------------- write
 

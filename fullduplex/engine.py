@@ -6,8 +6,12 @@ handler object, a function view's queue, a client) and owns everything that need
 clock: keepalive pings, the closing-handshake timeout, write backpressure.
 
 The data path is callbacks only: no task or future per message. A sink whose
-``on_message`` returns an awaitable pauses reading until it completes, so a slow
-application slows its peer down instead of growing a buffer.
+``on_message`` returns an awaitable holds the following messages until it completes
+(and past a bound pauses reading), so a slow application slows its peer down instead
+of growing a buffer. A coroutine is run at once, in a copy of the current context as
+a task would be, up to its first real suspension: one that finishes without waiting
+(``await`` of a send that did not have to wait) costs no task at all, and only one
+that waits continues in a task.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from contextvars import Context, copy_context
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -32,7 +38,7 @@ from .protocol.events import (
 )
 from .ratelimit import RateLimiter, RateLimits
 from .settings import DEFAULTS
-from .transports.base import DEFAULT_MAX_PENDING, Broadcast
+from .transports.base import DEFAULT_MAX_PENDING, DEFLATE_BROADCAST_MIN, Broadcast
 
 __all__ = ["EngineOptions", "MessageQueue", "Sink", "WebSocketEngine"]
 
@@ -82,6 +88,108 @@ _PAUSE_BACKLOG = 1  # messages wait for a busy handler
 _PAUSE_WRITE = 4  # the peer does not read what we write (server side)
 
 
+_CoroutineType = types.CoroutineType
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+_current_task = asyncio.current_task
+
+
+class _FirstStep:
+    """The current task while a handler coroutine runs its first step, before any task.
+
+    ``asyncio.timeout()``, ``TaskGroup`` and code that keeps ``current_task()`` need a
+    task to cancel later; this stands for the one that continues the coroutine if it
+    waits (calls are passed on once it exists), and for nothing if it does not.
+    """
+
+    __slots__ = ("_cancelling", "_context", "task")
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self._cancelling = 0
+        self.task: asyncio.Task[Any] | None = None
+
+    def cancel(self, msg: Any = None) -> bool:
+        task = self.task
+        if task is not None:
+            return task.cancel(msg)
+        self._cancelling += 1  # applied to the task when there is one
+        return True
+
+    def cancelling(self) -> int:
+        task = self.task
+        return task.cancelling() if task is not None else self._cancelling
+
+    def uncancel(self) -> int:
+        task = self.task
+        if task is not None:
+            return task.uncancel()
+        if self._cancelling > 0:
+            self._cancelling -= 1
+        return self._cancelling
+
+    def done(self) -> bool:
+        task = self.task
+        return task.done() if task is not None else False
+
+    def cancelled(self) -> bool:
+        task = self.task
+        return task.cancelled() if task is not None else False
+
+    def get_context(self) -> Context:
+        return self._context
+
+    def __getattr__(self, name: str) -> Any:
+        task = self.task
+        if task is None:
+            raise AttributeError(f"{name!r}: the handler has no task before it first waits")
+        return getattr(task, name)
+
+
+class _Resumed(Coroutine[Any, Any, Any]):
+    """A coroutine already run up to its first suspension, continued by a task.
+
+    The task's first step receives what the coroutine yielded there (the future it
+    waits on, or None for a bare yield), so the task waits for it exactly as if it had
+    run that step itself; later steps, exceptions thrown in (cancellation) and closing
+    go to the coroutine.
+    """
+
+    __slots__ = ("_coro", "_first", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+        self._first = True
+
+    def send(self, value: Any) -> Any:
+        if self._first:
+            self._first = False
+            return self._waiting
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self._first:
+            # Cancelled before the task took over the wait: the awaited future is
+            # cancelled, as a task cancels the future it waits on.
+            self._first = False
+            cancel = getattr(self._waiting, "cancel", None)
+            if cancel is not None:
+                cancel()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        raise TypeError("a resumed handler coroutine is run by its task only")
+
+    def __repr__(self) -> str:
+        return repr(self._coro)
+
+
 class _RateLimited(NamedTuple):
     """A message refused by the rate limits, kept in order for ``on_rate_limited``."""
 
@@ -111,6 +219,8 @@ class WebSocketEngine(asyncio.Protocol):
     __slots__ = (
         "_backlog",
         "_backlog_bytes",
+        "_batch",
+        "_batch_bytes",
         "_close_timer",
         "_closed",
         "_closed_by_us",
@@ -173,6 +283,10 @@ class WebSocketEngine(asyncio.Protocol):
         self._closed_by_us = False  # we sent the first close frame
         self._pending: collections.deque[bytes | memoryview] | None = None
         self._pending_bytes = 0
+        # Frames written while one read is dispatched, handed to the transport in one
+        # write at its end (None: not dispatching, write at once).
+        self._batch: list[bytes] | None = None
+        self._batch_bytes = 0
         #: Broadcast frames discarded by a drop policy (slow consumer).
         self.dropped = 0
         self._rate: RateLimiter | None = None
@@ -216,16 +330,31 @@ class WebSocketEngine(asyncio.Protocol):
         events = self.connection.receive_data(data)
         if self._rate is not None and events:
             events = self._rate_filter(events)
-        if self._backlog is not None:
-            self._queue_while_busy(events)
-        else:
-            self._dispatch_events(events)
-        if self.connection.has_data_to_send:
-            self._write_auto()
+        # Replies to every message of this read go out in one write (one system call).
+        self._batch = []
+        try:
+            if self._backlog is not None:
+                self._queue_while_busy(events)
+            else:
+                self._dispatch_events(events)
+            if self.connection.has_data_to_send:
+                self._write_auto()
+        finally:
+            batch = self._batch  # a new list after each early flush
+            self._batch = None
+            if batch:
+                self._batch_bytes = 0
+                self._write_batch(batch)
 
     def eof_received(self) -> bool | None:
         self.connection.receive_eof()
-        return None  # let the transport close itself
+        # The peer is gone: nothing can be sent (no keepalive ping), and output it
+        # will never read must not hold the connection past ``close_timeout``.
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        self._arm_close_timer()
+        return None  # let the transport close itself (after flushing what it can)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -306,6 +435,27 @@ class WebSocketEngine(asyncio.Protocol):
                 self.messages_in += 1
                 try:
                     result = sink.on_message(event[0])  # type: ignore[arg-type]  # kind checked
+                    if result is not None and type(result) is _CoroutineType:
+                        # Step the coroutine now; a task only if it really waits.
+                        context = copy_context()
+                        loop = self.loop
+                        first = _FirstStep(context)
+                        outside = _current_task(loop) is None
+                        if outside:
+                            _enter_task(loop, first)  # type: ignore[arg-type]  # stands in
+                        try:
+                            waiting = context.run(result.send, None)
+                        except StopIteration:
+                            continue  # finished without waiting
+                        except asyncio.CancelledError:
+                            continue  # as a cancelled handler task: go on with the next
+                        finally:
+                            if outside:
+                                _leave_task(loop, first)  # type: ignore[arg-type]
+                        self._await_handler(
+                            _Resumed(result, waiting), events[index + 1 :], context, first
+                        )
+                        return True
                 except Exception as exc:
                     self.application_error("on_message", exc)
                     # No more messages for this handler; what follows (a close, a
@@ -325,11 +475,23 @@ class WebSocketEngine(asyncio.Protocol):
                 self._on_rate_limited(sink, event)  # type: ignore[arg-type]
         return False
 
-    def _await_handler(self, result: Awaitable[Any], rest: Sequence[Event]) -> None:
+    def _await_handler(
+        self,
+        result: Awaitable[Any],
+        rest: Sequence[Event],
+        context: Context | None = None,
+        first: _FirstStep | None = None,
+    ) -> None:
         """on_message returned an awaitable: hold further messages until it completes."""
         self.hold()
         self._queue_while_busy(rest)
-        task = asyncio.ensure_future(result)
+        task: asyncio.Future[Any]
+        if first is not None:
+            task = first.task = self.loop.create_task(result, context=context)  # type: ignore[arg-type]
+            for _ in range(first._cancelling):
+                task.cancel()
+        else:
+            task = asyncio.ensure_future(result)
         task.add_done_callback(self._handler_done)
 
     def hold(self) -> None:
@@ -489,6 +651,7 @@ class WebSocketEngine(asyncio.Protocol):
         if transport is None:
             return
         self._write_auto()  # a close frame the core queued goes out first
+        self._flush_batch()
         transport.close()
         if transport.get_write_buffer_size():
             self._arm_close_timer()
@@ -560,8 +723,30 @@ class WebSocketEngine(asyncio.Protocol):
     def _write_auto(self) -> None:
         data = self.connection.data_to_send()
         if data and self.transport is not None:
-            self.transport.write(data)
             self.bytes_out += len(data)
+            batch = self._batch
+            if batch is not None:
+                batch.append(data)
+                self._batch_bytes += len(data)
+            else:
+                self.transport.write(data)
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if len(batch) == 1:
+                transport.write(batch[0])
+            else:
+                transport.writelines(batch)
+
+    def _flush_batch(self) -> None:
+        """Write what the current read's dispatch batched so far (before a write that
+        must follow it, or once the batch reaches the write high-water mark)."""
+        batch = self._batch
+        if batch:
+            self._batch = []
+            self._batch_bytes = 0
+            self._write_batch(batch)
 
     def _ensure_open(self) -> asyncio.Transport:
         transport = self.transport
@@ -597,6 +782,8 @@ class WebSocketEngine(asyncio.Protocol):
         ):
             # Large binary message: header and payload as two writes, no joined copy.
             header, payload = conn.send_message_parts(message)
+            if self._batch:
+                self._flush_batch()
             transport.write(header)
             transport.write(payload)
             self.messages_out += 1
@@ -604,9 +791,16 @@ class WebSocketEngine(asyncio.Protocol):
             return
         else:
             data = conn.send_binary(message)
-        transport.write(data)
         self.messages_out += 1
         self.bytes_out += len(data)
+        batch = self._batch
+        if batch is not None and transport is self.transport:
+            batch.append(data)
+            self._batch_bytes += len(data)
+            if self._batch_bytes >= self.options.write_high_water:
+                self._flush_batch()
+            return
+        transport.write(data)
 
     def send_broadcast(
         self, broadcast: Broadcast, max_pending: int = DEFAULT_MAX_PENDING, policy: str = "close"
@@ -622,6 +816,8 @@ class WebSocketEngine(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.connection.close_sent is not None:
             return False
+        if self._batch:
+            self._flush_batch()
         if not self._is_server:
             # A client masks every frame (RFC 6455 §5.3): nothing can be shared.
             try:
@@ -629,9 +825,20 @@ class WebSocketEngine(asyncio.Protocol):
             except ConnectionClosed:
                 return False
             return True
-        frame = broadcast.cached_websocket_frame
-        if frame is None:
-            frame = broadcast.websocket_frame()
+        deflate = self.connection.deflate
+        frame: bytes | None
+        if deflate is not None and (
+            len(broadcast.payload) >= DEFLATE_BROADCAST_MIN
+            and deflate.should_compress(len(broadcast.payload))
+        ):
+            # Compressed once for every connection with these parameters, without
+            # our context: our next own message must not refer back past it.
+            frame = broadcast.deflated_websocket_frame(deflate)
+            deflate.reset_compressor()
+        else:
+            frame = broadcast.cached_websocket_frame
+            if frame is None:
+                frame = broadcast.websocket_frame()
         pending = self._pending
         if not self._write_paused and not pending:
             transport.write(frame)
@@ -747,6 +954,8 @@ class WebSocketEngine(asyncio.Protocol):
             self._ping_counter += 1
             payload = self._ping_counter.to_bytes(4, "big")
         fut: asyncio.Future[float] = self.loop.create_future()
+        if self._batch:
+            self._flush_batch()
         frame = self.connection.send_ping(payload)
         transport.write(frame)
         self.bytes_out += len(frame)
@@ -759,6 +968,12 @@ class WebSocketEngine(asyncio.Protocol):
         conn = self.connection
         if transport is None:
             return
+        if conn.eof_received:
+            # The peer already closed TCP: no close frame can go out any more.
+            self._close_transport()
+            return
+        if self._batch:
+            self._flush_batch()
         if conn.close_sent is None:
             frame = conn.send_close(code, reason)
             transport.write(frame)
@@ -809,7 +1024,11 @@ class WebSocketEngine(asyncio.Protocol):
         self._keepalive = None
         transport = self.transport
         options = self.options
-        if transport is None or self.connection.close_sent is not None:
+        if (
+            transport is None
+            or self.connection.close_sent is not None
+            or self.connection.eof_received
+        ):
             return
         now = self.loop.time()
         assert options.ping_interval is not None

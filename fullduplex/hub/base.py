@@ -150,8 +150,9 @@ def broadcast(
     """Send ``message`` to every receiver, encoding it once; returns deliveries.
 
     ``str`` goes as a text message, bytes as binary. On WebSocket it is one
-    uncompressed frame, even on connections that negotiated permessage-deflate
-    (allowed by RFC 7692 §6: RSV1 clear), which is what lets one frame serve them all.
+    uncompressed frame (allowed by RFC 7692 §6: RSV1 clear) shared by every
+    receiver; from 1 KiB on, connections that negotiated permessage-deflate get one
+    compressed frame per parameter set instead (docs/topics/compression.md).
     """
     _check_policy(policy)
     return deliver(receivers, Broadcast(message), max_pending=max_pending, policy=policy)

@@ -210,14 +210,27 @@ class PerMessageDeflate:
             deflater = self._new_deflater()
             if not self.local_no_context_takeover:
                 self._deflater = deflater
-        body = deflater.compress(data)
-        # §7.2.1: flush so the data ends with an empty stored block (00 00 ff ff),
-        # then remove those four octets. An empty message thus becomes the single
-        # octet 0x00 (the stored block's header bits), one valid form (§7.2.3.6).
-        flushed = deflater.flush(zlib.Z_SYNC_FLUSH)
-        if body:
-            return body + flushed[:-4]
-        return flushed[:-4]
+        return _deflate_message(deflater, data)
+
+    @property
+    def shared_key(self) -> tuple[int, int, int]:
+        """What :meth:`compress_shared` output depends on: connections with equal keys
+        can be sent the same compressed message."""
+        return (self.local_max_window_bits, self.compress_level, self.mem_level)
+
+    def compress_shared(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Compress one message independently of this connection's context (a fresh
+        compressor with our parameters), so one result serves every connection with
+        the same :attr:`shared_key`. A connection sent it must then
+        :meth:`reset_compressor`: its peer's decompressor has seen text our own
+        compressor did not produce, so our next message may not refer back past it."""
+        return _deflate_message(self._new_deflater(), data)
+
+    def reset_compressor(self) -> None:
+        """Start our next message with a fresh compressor (no reference to earlier
+        messages); always valid, since a decompressor needs no earlier context."""
+        self._deflater = None
+
 
     # -- receiving -----------------------------------------------------------
 
@@ -301,6 +314,18 @@ class PerMessageDeflate:
 
 
 # -- negotiation (RFC 7692 §7.1) ---------------------------------------------
+
+
+def _deflate_message(deflater: zlib._Compress, data: bytes | bytearray | memoryview) -> bytes:
+    """One message through ``deflater``, as the payload of its frame(s)."""
+    body = deflater.compress(data)
+    # §7.2.1: flush so the data ends with an empty stored block (00 00 ff ff),
+    # then remove those four octets. An empty message thus becomes the single
+    # octet 0x00 (the stored block's header bits), one valid form (§7.2.3.6).
+    flushed = deflater.flush(zlib.Z_SYNC_FLUSH)
+    if body:
+        return body + flushed[:-4]
+    return flushed[:-4]
 
 
 @dataclass(slots=True)

@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Final, Protocol, runtime_checkable
 
+from ..protocol.deflate import PerMessageDeflate
 from ..protocol.frames import OP_BINARY, OP_TEXT, encode_frame
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
+    "DEFLATE_BROADCAST_MIN",
     "Broadcast",
     "BroadcastReceiver",
     "MessageConnection",
@@ -28,6 +30,10 @@ __all__ = [
 
 #: Broadcast messages that may wait for one slow receiver before its policy applies.
 DEFAULT_MAX_PENDING: Final = 256
+
+#: Broadcast messages from this size (bytes on the wire) on are sent compressed to
+#: connections that negotiated permessage-deflate, compressed once per parameter set.
+DEFLATE_BROADCAST_MIN: Final = 1024
 
 
 class Broadcast:
@@ -40,7 +46,14 @@ class Broadcast:
     it, so N receivers of one transport share one ``bytes`` object.
     """
 
-    __slots__ = ("_message", "_payload", "cached_json_tail", "cached_websocket_frame", "is_text")
+    __slots__ = (
+        "_deflated",
+        "_message",
+        "_payload",
+        "cached_json_tail",
+        "cached_websocket_frame",
+        "is_text",
+    )
 
     def __init__(
         self,
@@ -67,6 +80,7 @@ class Broadcast:
         #: The message part of an HTTP fallback record once encoded, else None (see
         #: :mod:`fullduplex.transports.http_session`; only the sequence number differs).
         self.cached_json_tail: bytes | None = None
+        self._deflated: dict[tuple[int, int, int], bytes] | None = None
 
     @classmethod
     def from_websocket_frame(cls, frame: bytes) -> Broadcast:
@@ -79,6 +93,7 @@ class Broadcast:
         self = cls.__new__(cls)
         self.is_text = opcode == OP_TEXT
         self._message = self._payload = None
+        self._deflated = None
         self.cached_websocket_frame = frame
         self.cached_json_tail = None
         return self
@@ -118,6 +133,24 @@ class Broadcast:
         if frame is None:
             frame = self.cached_websocket_frame = encode_frame(
                 OP_TEXT if self.is_text else OP_BINARY, self.payload
+            )
+        return frame
+
+    def deflated_websocket_frame(self, deflate: PerMessageDeflate) -> bytes:
+        """The message as one compressed frame (RSV1) for a connection with ``deflate``,
+        made without that connection's context: compressed once per distinct
+        :attr:`~fullduplex.protocol.deflate.PerMessageDeflate.shared_key` (one or two
+        in practice) and cached. The connection must reset its compressor after it."""
+        key = deflate.shared_key
+        cache = self._deflated
+        if cache is None:
+            cache = self._deflated = {}
+        frame = cache.get(key)
+        if frame is None:
+            frame = cache[key] = encode_frame(
+                OP_TEXT if self.is_text else OP_BINARY,
+                deflate.compress_shared(self.payload),
+                rsv1=True,
             )
         return frame
 

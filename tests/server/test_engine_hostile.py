@@ -440,3 +440,64 @@ def test_clients_vanishing_during_backpressure_log_nothing(
     assert len(waiting) >= 90  # the handlers really were waiting for the drain
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert loud == [], [r.getMessage() for r in loud[:3]]
+
+
+# ------------------------------------------------------------ half-closed peers
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_half_close_with_unsent_output_ends_without_keepalive_error(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client asks for a 256 KiB echo, never reads it and half-closes (FIN). The
+    # kernel buffers are small, so most of the echo stays in the transport, below the
+    # write high-water mark: the server goes on reading and sees the EOF, but its
+    # transport cannot flush and stays open. No keepalive ping may be attempted on it
+    # (that raised in the timer, and the keepalive stopped), and the connection must
+    # end within close_timeout instead of being held while the client stays.
+    closed: list[float] = []
+
+    class Echo(WebSocketHandler):
+        def open(self) -> None:
+            assert self.engine is not None and self.engine.transport is not None
+            sock = self.engine.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+        def on_message(self, message: str | bytes) -> None:
+            self.write_message(message, binary=isinstance(message, bytes))
+
+        def on_close(self) -> None:
+            closed.append(time.monotonic())
+
+    async def main() -> float:
+        async with serving(
+            [("/", Echo)],
+            websocket_ping_interval=0.5,
+            websocket_ping_timeout=0.5,
+            websocket_close_timeout=1.0,
+            websocket_write_high_water=4 * MiB,
+        ) as server:
+            client = await RawWS.connect(server.port, rcvbuf=4096)
+            client.writer.write(client_frame(0x2, bytes(256 * KiB)))
+            await client.writer.drain()
+            await asyncio.sleep(0.2)  # the echo fills the buffers
+            client.writer.write_eof()  # before the first keepalive ping is due
+            fin = time.monotonic()
+            for _ in range(80):  # at most 4 s: several keepalive intervals
+                if closed:
+                    break
+                await asyncio.sleep(0.05)
+            client.abort()
+            return fin
+
+    with caplog.at_level(logging.DEBUG):
+        if loop == "uvloop":
+            import uvloop
+
+            fin = uvloop.run(asyncio.wait_for(main(), 20))
+        else:
+            fin = run(main())
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud[:3]]
+    assert closed, "the half-closed connection was held"
+    assert closed[0] - fin < 1.0 + 1.0  # close_timeout, with room for a loaded machine
