@@ -124,7 +124,7 @@ class _ConsumerBase(WebSocketHandler):
     @property
     def channel_layer(self) -> ChannelLayer:
         """The channel layer over the app's hub (groups work across nodes with Redis)."""
-        return layer_for(self.app.hub)
+        return layer_for(self.app.hub, getattr(self, "_loop", None))
 
     @property
     def channel_name(self) -> str:
@@ -133,7 +133,7 @@ class _ConsumerBase(WebSocketHandler):
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = self.channel_layer.new_channel(
-                self._layer_put, self.layer_queue_bytes
+                self._layer_put, self.layer_queue_bytes, self.channel_layer._loop
             )
         return inbox.channel_name
 

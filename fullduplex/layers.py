@@ -107,15 +107,26 @@ class ChannelLayer:
         self,
         deliver: Callable[[dict[str, Any], int], bool],
         max_bytes: int = DEFAULT_LAYER_QUEUE_BYTES,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> Inbox:
-        """Register a channel of this process (called on the event loop); its hub room
-        is joined in the background so other nodes can ``send`` to it."""
-        loop = self._loop_here()
+        """Register a channel of this process; its hub room is joined in the background
+        so other nodes can ``send`` to it. ``loop``: the server's loop, when called from
+        another thread (a sync consumer's hook)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
         name = f"fullduplex.{secrets.token_hex(8)}!{secrets.token_hex(8)}"
         inbox = Inbox(name, deliver, max_bytes)
         self._inboxes[name] = inbox
-        joined = loop.create_task(self._join(_CHANNEL + name, inbox))
-        self._joined[name] = joined
+
+        def join() -> None:
+            self._joined[name] = loop.create_task(self._join(_CHANNEL + name, inbox))
+
+        if asyncio._get_running_loop() is loop:
+            join()
+        else:  # queued before anything the hook asks of the loop afterwards
+            loop.call_soon_threadsafe(join)
         return inbox
 
     async def _join(self, room: str, inbox: Inbox) -> None:
@@ -129,12 +140,6 @@ class ChannelLayer:
         if joined is not None:
             await asyncio.gather(joined, return_exceptions=True)
         await self.hub.leave_all(inbox)
-
-    def _loop_here(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        return loop
 
     async def _on_home_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run on the loop the hub lives on, wherever the caller's loop is (code in a
@@ -211,9 +216,12 @@ def _check_name(group: str) -> None:
 _layers: weakref.WeakKeyDictionary[Hub, ChannelLayer] = weakref.WeakKeyDictionary()
 
 
-def layer_for(hub: Hub) -> ChannelLayer:
-    """The channel layer over ``hub`` (one per hub)."""
+def layer_for(hub: Hub, loop: asyncio.AbstractEventLoop | None = None) -> ChannelLayer:
+    """The channel layer over ``hub`` (one per hub); ``loop``: the one the hub runs on,
+    when the caller may be in another thread."""
     layer = _layers.get(hub)
     if layer is None:
         layer = _layers[hub] = ChannelLayer(hub)
+    if layer._loop is None:
+        layer._loop = loop or asyncio._get_running_loop()
     return layer
