@@ -28,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import json
 import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from .engine import Message
 from .layers import DEFAULT_LAYER_QUEUE_BYTES, ChannelLayer, Inbox, layer_for
@@ -68,6 +70,26 @@ def _receive_kwargs(event: Event) -> dict[str, Any]:
     return {"bytes_data": event.get("bytes")}
 
 
+def origin_matches(origin: str, allowed: list[str]) -> bool:
+    """Does ``origin`` fit one of ``allowed``: ``"*"``, a full origin, a host name, or
+    ``".example.com"`` (that host and its subdomains)?"""
+    if "*" in allowed:
+        return True
+    origin = origin.lower()
+    host = (urlsplit(origin).hostname or "").rstrip(".")
+    for pattern in allowed:
+        pattern = pattern.lower()
+        if "://" in pattern:
+            if origin == pattern.rstrip("/"):
+                return True
+        elif pattern.startswith("."):
+            if host == pattern[1:] or host.endswith(pattern):
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
 class _ConsumerBase(WebSocketHandler):
     """What both consumer flavours share: scope, pre-101 state, layer plumbing."""
 
@@ -76,6 +98,14 @@ class _ConsumerBase(WebSocketHandler):
     #: Layer messages that may wait for this consumer, in bytes of their JSON encoding;
     #: past it new ones are dropped (and logged).
     layer_queue_bytes: ClassVar[int] = DEFAULT_LAYER_QUEUE_BYTES
+    #: Lists of allowed origins replacing the app's rule; an origin must fit every
+    #: list (each ``OriginValidator`` around the consumer adds one).
+    origin_lists: ClassVar[tuple[list[str], ...]] = ()
+    #: Run before ``connect()`` with the consumer, sync or async (``AuthMiddleware``
+    #: sets ``scope["user"]`` this way).
+    scope_hooks: ClassVar[tuple[Callable[[Any], Any], ...]] = ()
+    #: Converters of path arguments for ``scope["url_route"]["kwargs"]`` (``<int:n>``).
+    url_converters: ClassVar[dict[str, Callable[[str], Any]]] = {}
 
     scope: dict[str, Any]
     _accepted = False
@@ -108,9 +138,31 @@ class _ConsumerBase(WebSocketHandler):
             ],
             "client": client,
             "subprotocols": list(handshake.subprotocols),
-            "url_route": {"args": tuple(self.path_args), "kwargs": dict(self.path_kwargs)},
+            "url_route": {"args": tuple(self.path_args), "kwargs": self._route_kwargs()},
         }
         return True
+
+    def _route_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(self.path_kwargs)
+        for name, convert in self.url_converters.items():
+            if name in kwargs:
+                kwargs[name] = convert(kwargs[name])
+        return kwargs
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> type[_ConsumerBase]:
+        """The consumer as a route endpoint (Channels' spelling); ``initkwargs`` become
+        attributes of each instance, as in Channels."""
+        for name in initkwargs:
+            if not hasattr(cls, name):
+                raise TypeError(f"{cls.__name__}.as_asgi() got an unknown attribute {name!r}")
+        return type(cls.__name__, (cls,), initkwargs) if initkwargs else cls
+
+    def check_origin(self, origin: str) -> bool:
+        lists = self.origin_lists
+        if not lists:
+            return super().check_origin(origin)
+        return all(origin_matches(origin, allowed) for allowed in lists)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return self._subprotocol if self._subprotocol in subprotocols else None
@@ -216,6 +268,10 @@ class _ConsumerBase(WebSocketHandler):
         if not self._precheck():
             return
         try:
+            for hook in self.scope_hooks:
+                result = hook(self)
+                if inspect.isawaitable(result):
+                    await result
             await self._join_groups()
             await self._call_hook(self.websocket_connect, {"type": "websocket.connect"})
         except StopConsumer:
