@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,10 +20,10 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from channels_tutorial import async_chat, sync_chat  # noqa: E402
+from channels_tutorial.support import Direct, heard, say  # noqa: E402
 from helpers import run  # noqa: E402
 
 from fullduplex import App, websocket_connect  # noqa: E402
-from fullduplex.client import WebSocketClientConnection  # noqa: E402
 from fullduplex.consumers import AsyncWebsocketConsumer  # noqa: E402
 from fullduplex.layers import layer_for  # noqa: E402
 
@@ -39,17 +38,6 @@ async def chat_server() -> AsyncIterator[tuple[str, App]]:
     app = App(ROUTES, access_log=False, websocket_ping_interval=None)
     async with app.serve("127.0.0.1", 0) as server:
         yield f"ws://127.0.0.1:{server.port}", app
-
-
-async def say(conn: WebSocketClientConnection, text: str) -> None:
-    await conn.send(json.dumps({"message": text}))
-
-
-async def heard(conn: WebSocketClientConnection) -> str:
-    async with asyncio.timeout(5):
-        reply = await conn.read_message()
-    assert isinstance(reply, str), reply
-    return str(json.loads(reply)["message"])
 
 
 @pytest.mark.parametrize("kind", ["chat", "achat"])
@@ -107,22 +95,6 @@ def test_sync_and_async_consumers_share_groups() -> None:
             await bob.close()
 
     run(main())
-
-
-class Direct(AsyncWebsocketConsumer):
-    """Tells the client its channel name; forwards ``to <channel> <text>`` to it."""
-
-    async def connect(self) -> None:
-        await self.accept()
-        await self.send(text_data=self.channel_name)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        assert text_data is not None
-        _, channel, text = text_data.split(" ", 2)
-        await self.channel_layer.send(channel, {"type": "note", "text": text})
-
-    async def note(self, event: dict[str, Any]) -> None:
-        await self.send(text_data="note: " + event["text"])
 
 
 def test_send_to_one_channel_and_unknown_types_close_with_1011() -> None:

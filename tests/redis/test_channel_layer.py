@@ -6,36 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from channels_tutorial import async_chat, sync_chat
+from channels_tutorial.support import Direct, heard, say
 
-from fullduplex.client import WebSocketClientConnection, websocket_connect
-from fullduplex.consumers import AsyncWebsocketConsumer
+from fullduplex.client import websocket_connect
 from fullduplex.hub.redis import RedisHub
 from fullduplex.server.app import App
 
 pytestmark = pytest.mark.redis
-
-
-class Direct(AsyncWebsocketConsumer):
-    """Tells the client its channel name; ``to <channel> <text>`` sends to that one."""
-
-    async def connect(self) -> None:
-        await self.accept()
-        await self.send(text_data=self.channel_name)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        assert text_data is not None
-        _, channel, text = text_data.split(" ", 2)
-        await self.channel_layer.send(channel, {"type": "note", "text": text})
-
-    async def note(self, event: dict[str, Any]) -> None:
-        await self.send(text_data="note: " + event["text"])
 
 
 @contextlib.asynccontextmanager
@@ -48,17 +31,6 @@ async def node(hub: RedisHub) -> AsyncIterator[str]:
     app = App(routes, hub=hub, access_log=False, websocket_ping_interval=None)
     async with app.serve("127.0.0.1", 0) as server:
         yield f"ws://127.0.0.1:{server.port}"
-
-
-async def say(conn: WebSocketClientConnection, text: str) -> None:
-    await conn.send(json.dumps({"message": text}))
-
-
-async def heard(conn: WebSocketClientConnection) -> str:
-    async with asyncio.timeout(5):
-        reply = await conn.read_message()
-    assert isinstance(reply, str), reply
-    return str(json.loads(reply)["message"])
 
 
 @pytest.mark.parametrize("kind", ["chat", "achat"])
