@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from .engine import Message
 from .layers import DEFAULT_LAYER_QUEUE_BYTES, ChannelLayer, Inbox, layer_for
-from .protocol.errors import FullDuplexError, HandshakeRejected
+from .protocol.errors import ConnectionClosed, FullDuplexError, HandshakeRejected
 from .server.web import HTTPError
 from .server.websocket import WebSocketHandler
 from .transports.base import MessageConnection, send_and_drain
@@ -230,6 +230,8 @@ class _ConsumerBase(WebSocketHandler):
             await self._call_hook(self._handler_for(message), message)
         except StopConsumer:
             self._close(None, None)
+        except ConnectionClosed:
+            pass  # the message raced the connection's end: nobody is left to tell
         except Exception:
             logger.exception("error handling layer message in %s", self.request.path)
             self._close(1011, "")
@@ -258,9 +260,10 @@ class _ConsumerBase(WebSocketHandler):
         self._ended = True
         inbox = self._inbox
         if inbox is not None:
-            if self._layer_queue:
-                inbox.bytes_waiting = 0
-                self._layer_queue.clear()
+            queue = self._layer_queue
+            if queue:
+                inbox.bytes_waiting -= sum(size for _, size in queue)
+                queue.clear()
             await self.channel_layer.forget(inbox)
 
     async def _connect(self) -> None:
@@ -320,6 +323,7 @@ class _ConsumerBase(WebSocketHandler):
             await self._end()
 
     def on_close(self) -> None:
+        self._ended = True  # layer messages still queued are not handled any more
         event = {"type": "websocket.disconnect", "code": self.close_code}
         self.app.track_task(asyncio.ensure_future(self._on_disconnect(event)))
 
