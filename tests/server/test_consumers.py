@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,9 @@ from helpers import run  # noqa: E402
 
 from fullduplex import App, RequestHandler, websocket_connect  # noqa: E402
 from fullduplex.consumers import (  # noqa: E402
+    AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
+    JsonWebsocketConsumer,
     StopConsumer,
     WebsocketConsumer,
 )
@@ -247,3 +250,123 @@ def test_exports() -> None:
 
     assert fullduplex.WebsocketConsumer is WebsocketConsumer
     assert fullduplex.AsyncWebsocketConsumer is AsyncWebsocketConsumer
+
+
+# ------------------------------------------- what Channels code relies on
+
+
+class TextOnly(WebsocketConsumer):
+    """``receive`` with the one keyword Channels passes (no ``bytes_data`` parameter)."""
+
+    def receive(self, text_data):  # type: ignore[no-untyped-def,override]
+        self.send(text_data="got " + text_data)
+
+
+class BytesOnly(AsyncWebsocketConsumer):
+    async def receive(self, bytes_data):  # type: ignore[no-untyped-def,override]
+        await self.send(bytes_data=bytes_data[::-1])
+
+
+def test_receive_gets_only_the_keyword_that_is_set() -> None:
+    async def main() -> None:
+        async with serving([("/t", TextOnly), ("/b", BytesOnly)]) as base:
+            conn = await websocket_connect(base + "/t")
+            await conn.send("one")
+            assert await conn.read_message() == "got one"
+            await conn.close()
+            conn = await websocket_connect(base + "/b")
+            await conn.send(b"\x01\x02")
+            assert await conn.read_message() == b"\x02\x01"
+            await conn.close()
+            assert conn.close_code == 1000
+
+    run(main())
+
+
+class Blocking(WebsocketConsumer):
+    """Sync hooks in a worker thread: blocking and async_to_sync are allowed there."""
+
+    threads: set[int] = set()
+
+    def receive(self, text_data=None, bytes_data=None):  # type: ignore[no-untyped-def]
+        import threading
+        import time
+
+        from asgiref.sync import async_to_sync
+
+        self.threads.add(threading.get_ident())
+        time.sleep(0.05 if text_data == "slow" else 0)  # later messages wait their turn
+        async_to_sync(self.echo_later)(text_data)
+
+    async def echo_later(self, text: str) -> None:
+        await asyncio.sleep(0)
+        self.send(text_data=text)  # from the loop: carried out in place
+
+
+def test_sync_hooks_run_in_a_thread_in_order_and_async_to_sync_works() -> None:
+    import threading
+
+    async def main() -> None:
+        Blocking.threads = set()
+        async with serving([("/s", Blocking)]) as base:
+            a = await websocket_connect(base + "/s")
+            b = await websocket_connect(base + "/s")
+            for word in ("slow", "two", "three"):
+                await a.send(word)
+            await b.send("other")
+            # b is served while a's hook sleeps in its thread: the loop is not blocked
+            assert await b.read_message() == "other"
+            assert [await a.read_message() for _ in range(3)] == ["slow", "two", "three"]
+            await a.close()
+            await b.close()
+        assert Blocking.threads and threading.get_ident() not in Blocking.threads
+
+    run(main())
+
+
+class Json(JsonWebsocketConsumer):
+    def connect(self) -> None:
+        self.accept(subprotocol="json.v1", headers=[(b"x-server", b"fullduplex")])
+
+    def receive_json(self, content, **kwargs):  # type: ignore[no-untyped-def]
+        if content.get("bye"):
+            self.close(code=4100, reason="asked to leave")
+        else:
+            self.send_json({"echo": content, "sum": sum(content["numbers"])})
+
+
+class AsyncJson(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        await self.accept(subprotocol="json.v1", headers=[(b"x-server", b"fullduplex")])
+
+    async def receive_json(self, content, **kwargs):  # type: ignore[no-untyped-def]
+        if content.get("bye"):
+            await self.close(code=4100, reason="asked to leave")
+        else:
+            await self.send_json({"echo": content, "sum": sum(content["numbers"])})
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, sort_keys=True)
+
+
+@pytest.mark.parametrize("consumer", [Json, AsyncJson])
+def test_json_consumers_accept_headers_and_close_reason(consumer: type) -> None:
+    async def main() -> None:
+        async with serving([("/j", consumer)]) as base:
+            conn = await websocket_connect(base + "/j", subprotocols=["json.v1"])
+            assert conn.subprotocol == "json.v1"
+            assert conn.response.headers.get("X-Server") == "fullduplex"
+            await conn.send(json.dumps({"numbers": [1, 2, 3]}))
+            reply = await conn.read_message()
+            assert json.loads(reply) == {"echo": {"numbers": [1, 2, 3]}, "sum": 6}
+            await conn.send('{"bye": true}')
+            assert await conn.read_message() is None
+            assert (conn.close_code, conn.close_reason) == (4100, "asked to leave")
+            # a binary message to a JSON consumer is an error: the server closes with 1011
+            conn = await websocket_connect(base + "/j", subprotocols=["json.v1"])
+            await conn.send(b"{}")
+            assert await conn.read_message() is None
+            assert conn.close_code == 1011
+
+    run(main())

@@ -1,0 +1,1 @@
+"""The Channels tutorial's chat consumers, ported by changing only their imports."""
