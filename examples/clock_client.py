@@ -1,4 +1,4 @@
-"""Print the time the clock server pushes (S8), with the blocking client.
+"""Print the time the clock server pushes, with the blocking client.
 
 python examples/clock_client.py [ws://127.0.0.1:9002/clock] [--count N]
 """

@@ -1,4 +1,4 @@
-"""Echo service (S7): text comes back as text, binary as binary; "over" ends the talk.
+"""Echo service: text comes back as text, binary as binary; "over" ends the talk.
 
     fullduplex serve examples/echo.py:app --port 9001
     fullduplex connect ws://127.0.0.1:9001/

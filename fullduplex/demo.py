@@ -1,4 +1,4 @@
-"""The demo behind ``fullduplex demo``: chat rooms (S6), echo (S7) and a clock (S8) on one port.
+"""The demo behind ``fullduplex demo``: chat rooms, echo and a clock on one port.
 
 ::
 
@@ -79,7 +79,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE_PATH = os.path.join(_HERE, "templates")
 STATIC_PATH = os.path.join(_HERE, "static", "demo")
 
-#: Chat times are Beijing time, as in the seeds (S6, S8).
+#: Chat times are Beijing time, as in the seeds.
 BEIJING = timezone(timedelta(hours=8), "UTC+8")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -97,7 +97,7 @@ ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 #: At most this many rooms in the sidebar (featured ones first).
 MAX_LISTED_ROOMS = 12
 
-#: The echo service's message limit (S7): a public echo takes up to 16 MiB.
+#: The echo service's message limit: a public echo takes up to 16 MiB.
 ECHO_MAX_MESSAGE = 16 * 1024 * 1024
 #: Room above ECHO_MAX_MESSAGE for one frame: deflate can grow random data slightly.
 ECHO_FRAME_SLACK = 64 * 1024
@@ -166,7 +166,7 @@ def valid_room(room: str) -> bool:
 
 
 def session_user(handler: RequestHandler) -> str | None:
-    """The nickname in the request's signed session cookie (S3 ``current_user``)."""
+    """The nickname in the request's signed session cookie (``current_user``)."""
     value = handler.get_secure_cookie(SESSION_COOKIE)
     return clean_name(value) if value else None
 
@@ -344,7 +344,7 @@ class ChatHandler(RoomHandler):
 
 
 class EchoHandler(WebSocketHandler):
-    """``/echo/ws`` (S7): every message comes back as it came; ``over`` ends the talk.
+    """``/echo/ws``: every message comes back as it came; ``over`` ends the talk.
 
     A public echo service: any origin may use it, messages up to 16 MiB.
     """
@@ -369,7 +369,7 @@ class EchoHandler(WebSocketHandler):
 
 
 async def clock_view(ws: WebSocket) -> None:
-    """``/clock/ws`` (S8): push Beijing time at each turn of the second."""
+    """``/clock/ws``: push Beijing time at each turn of the second."""
     while not ws.closed:
         await ws.send(beijing_now())
         await asyncio.sleep(1.0 - time.time() % 1.0 + 0.001)

@@ -1,4 +1,4 @@
-"""Blocking client for scripts (S4): the asyncio client run on a private event loop thread.
+"""Blocking client for scripts: the asyncio client run on a private event loop thread.
 
 It shares the engine and the protocol core with the asyncio client instead of being a
 second implementation: every call is forwarded to the loop thread and waited for.

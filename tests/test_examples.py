@@ -1,4 +1,4 @@
-"""The shipped examples: echo (S7), clock (S8) and the blocking clock client.
+"""The shipped examples: echo, clock and the blocking clock client.
 
 The example apps are imported from ``examples/`` and served on 127.0.0.1; the clock
 client runs as a subprocess, as a user would run it.
@@ -57,7 +57,7 @@ async def serving(app: Any) -> AsyncIterator[Any]:
         await server.shutdown(drain_timeout=1.0)
 
 
-# ------------------------------------------------------------------------ echo (S7)
+# ------------------------------------------------------------------------ echo
 
 
 def test_echo_text_binary_and_over() -> None:
@@ -139,7 +139,7 @@ def test_echo_message_right_after_over_does_not_stall_the_close(
     assert "error in on_message" not in caplog.text
 
 
-# ----------------------------------------------------------------------- clock (S8)
+# ----------------------------------------------------------------------- clock
 
 
 def test_clock_pushes_beijing_time_every_second() -> None:

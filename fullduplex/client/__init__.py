@@ -1,4 +1,4 @@
-"""The asyncio WebSocket client (S4): ``conn = await websocket_connect(url)``."""
+"""The asyncio WebSocket client: ``conn = await websocket_connect(url)``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Sans-I/O WebSocket protocol (RFC 6455 + RFC 7692): bytes in, events out.
 
-Nothing here touches sockets, event loops, threads or clocks; the server, the clients
-and the long-polling transport drive it. The public surface, in one place:
+Nothing here touches sockets, event loops, threads or clocks; the engine drives it for
+the server and the clients. The public surface, in one place:
 """
 
 from .connection import Connection, Role, State

@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fullduplex.fallback")
+#: Refused session opens are logged where refused upgrades are, at INFO.
+ws_logger = logging.getLogger("fullduplex.websocket")
 
 #: The fallback transports by name.
 FRAMINGS: Final[dict[str, Framing]] = {f.name: f for f in (STREAMING, SSE, POLLING)}
@@ -216,8 +218,16 @@ async def _open(handler: WebSocketHandler, transport: str) -> None:
     try:
         offer = handler.check_request()
     except HandshakeRejected as exc:
-        log = logger.warning if exc.status == 403 else logger.info
-        log("rejected %s session for %s: %s", transport, handler.request.path, exc.reason)
+        # What a client sends must not be able to fill the log above INFO.
+        handler.app.stats.handshake("rejected", exc.status)
+        ws_logger.info(
+            "rejected %s session from %s for %s: %s %s",
+            transport,
+            handler.request.remote_ip,
+            handler.request.path,
+            exc.status,
+            exc.reason,
+        )
         _error(handler, exc.status, exc.reason or "rejected")
         return
     offered = offer.subprotocols

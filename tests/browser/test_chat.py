@@ -1,4 +1,4 @@
-"""The chat demo in a real Chromium: two browser contexts are two users (S5, S6).
+"""The chat demo in a real Chromium: two browser contexts are two users.
 
 Run with ``pytest -m browser -s`` to see the measured latencies; they are also written
 to ``test-artifacts/browser/<test>/latency.json``. ``FULLDUPLEX_UPDATE_SCREENSHOTS=1``
@@ -132,7 +132,7 @@ def users(browser: Any, demo: DemoServer, artifacts: Path) -> Iterator[tuple[Use
 
 
 def _line_format_ok(line: str, name: str, text: str) -> bool:
-    # name - YYYY-MM-DD HH:MM:SS - says: text   (S6; server time, Beijing)
+    # name - YYYY-MM-DD HH:MM:SS - says: text   (server time, Beijing)
     pattern = rf"{re.escape(name)} - \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d - says: {re.escape(text)}"
     return re.fullmatch(pattern, line) is not None
 

@@ -1,4 +1,4 @@
-"""Chromium's own WebSocket against the demo's echo (S7) and clock (S8) endpoints."""
+"""Chromium's own WebSocket against the demo's echo and clock endpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Python clients (S4) against a real fullduplex server on 127.0.0.1: the asyncio
+"""The Python clients against a real fullduplex server on 127.0.0.1: the asyncio
 client (read_message/async for/async with, open_timeout, HandshakeFailed), the
 ``reconnecting()`` helper and the blocking client of ``fullduplex.sync``.
 """

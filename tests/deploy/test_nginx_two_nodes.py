@@ -1,7 +1,7 @@
-"""S13 end to end: nginx (deploy/nginx.conf) in front of two nodes sharing Redis.
+"""End to end: nginx (deploy/nginx.conf) in front of two nodes sharing Redis.
 
-Real processes: redis-server, two ``fullduplex serve`` nodes, nginx terminating TLS
-(S14). Clients connect through nginx with ``wss://``, join ``lobby`` and record every
+Real processes: redis-server, two ``fullduplex serve`` nodes, nginx terminating TLS.
+Clients connect through nginx with ``wss://``, join ``lobby`` and record every
 (offset, data). A publisher outside the nodes publishes a numbered sequence through
 Redis; mid-stream one node is killed with SIGKILL. Its clients reconnect through
 nginx (to the survivor) and rejoin with ``since``. At the end every client has every

@@ -1,5 +1,5 @@
 """Our clients (asyncio ``websocket_connect`` and the blocking one) against real servers:
-``websockets``, aiohttp and Node ``ws`` (S1, S2, S4, S11).
+``websockets``, aiohttp and Node ``ws``.
 
 The servers follow the echo convention of ``interop_peers``: messages come back with
 their type, ``!close CODE REASON`` makes the server close, ``!proto`` returns the
@@ -115,7 +115,7 @@ def test_write_message_binary_flag(start_server: StartServer) -> None:
 def test_subprotocol(
     start_server: StartServer, offered: tuple[str, ...], expected: str | None
 ) -> None:
-    """Sec-WebSocket-Protocol (RFC 6455 §4.1, §4.2.2; S11): both sides agree."""
+    """Sec-WebSocket-Protocol (RFC 6455 §4.1, §4.2.2): both sides agree."""
 
     async def scenario() -> None:
         async with start_server() as server:
@@ -144,7 +144,7 @@ def test_subprotocol_preference(start_server: StartServer) -> None:
 
 @pytest.mark.parametrize(("code", "reason"), CLOSES)
 def test_server_initiated_close(start_server: StartServer, code: int, reason: str) -> None:
-    """The server closes: read_message() returns None (S4), code and reason are reported,
+    """The server closes: read_message() returns None, code and reason are reported,
     and our echo carries the same code (RFC 6455 §5.5.1)."""
 
     async def scenario() -> None:
@@ -201,7 +201,7 @@ def test_ping_rtt(start_server: StartServer) -> None:
 
 
 def test_sync_client(start_server: StartServer) -> None:
-    """The blocking client (S4), run in a worker thread while the server runs here."""
+    """The blocking client, run in a worker thread while the server runs here."""
 
     def blocking(url: str) -> None:
         conn = sync_websocket_connect(url, max_message_size=BIG)

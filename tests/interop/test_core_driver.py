@@ -1,4 +1,4 @@
-"""The sans-I/O core over a real loopback socket against the ``websockets`` library (S1, S2).
+"""The sans-I/O core over a real loopback socket against the ``websockets`` library.
 
 A minimal driver written here (asyncio streams + ``ClientHandshake`` /
 ``ServerHandshake`` + ``Connection``) puts our protocol core on a TCP socket with

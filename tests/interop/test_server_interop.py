@@ -1,6 +1,5 @@
 """Our server (App + WebSocketHandler + function view) against real clients:
-``websockets``, aiohttp's ``ClientSession.ws_connect`` and Node ``ws`` (S1, S2, S3,
-S11, S15).
+``websockets``, aiohttp's ``ClientSession.ws_connect`` and Node ``ws``.
 
 The app serves the echo convention of ``interop_peers`` twice: ``/echo`` is a
 WebSocketHandler, ``/view`` an ``@app.websocket`` function view. Messages come back
@@ -191,7 +190,7 @@ def test_compression_one_sided(client_cls: Any, client_offers: bool) -> None:
     ],
 )
 def test_subprotocol(client_cls: Any, offered: tuple[str, ...], expected: str | None) -> None:
-    """select_subprotocol() picks; the 101 carries it; the client agrees (S11, RFC 6455 §4.2.2)."""
+    """select_subprotocol() picks; the 101 carries it; the client agrees (RFC 6455 §4.2.2)."""
 
     async def scenario() -> None:
         async with our_server() as server:

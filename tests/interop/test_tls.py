@@ -1,4 +1,4 @@
-"""``wss://`` (S14): our client against TLS servers, our TLS server against clients.
+"""``wss://``: our client against TLS servers, our TLS server against clients.
 
 A self-signed certificate for ``localhost`` / ``127.0.0.1`` is generated once per
 session (``conftest.tls_files``); clients trust exactly that certificate.

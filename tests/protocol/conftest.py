@@ -1,6 +1,6 @@
 """Shared helpers for the protocol-core tests.
 
-Habit 8 of STYLE.md: the C speedups are optional and sit behind pure-Python references,
+The C speedups are optional and sit behind pure-Python references,
 so the connection tests run once per implementation of the two hot loops:
 
 - ``c``: ``_speedups.apply_mask`` / ``_speedups.validate_utf8`` (skipped if not built);

@@ -1,4 +1,4 @@
-"""The protocol core is sans-I/O (STYLE.md habit 1): no sockets, clocks, tasks or threads.
+"""The protocol core is sans-I/O: no sockets, clocks, tasks or threads.
 
 Two checks: the source of every module under fullduplex/protocol/ imports none of the
 I/O modules (AST, so a lazy import inside a function counts too), and importing the

@@ -1,4 +1,4 @@
-"""Channels-style consumers (S10) over real sockets on 127.0.0.1, with our client."""
+"""Channels-style consumers over real sockets on 127.0.0.1, with our client."""
 
 from __future__ import annotations
 

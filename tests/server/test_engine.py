@@ -1,5 +1,5 @@
 """WebSocketEngine over real sockets: keepalive, close timeout, write backpressure and
-its hard cap, read backpressure (max_queue), graceful shutdown, and wss:// (S14).
+its hard cap, read backpressure (max_queue), graceful shutdown, and wss://.
 
 Misbehaving peers are raw sockets on 127.0.0.1 (they never answer pings, never answer
 the close frame, or stop reading). Every test runs a bounded event loop of its own.
@@ -361,7 +361,7 @@ def test_shutdown_sends_1001_to_every_client_and_finishes_within_drain() -> None
     run(main())
 
 
-# ----------------------------------------------------------------------- TLS (S14)
+# ----------------------------------------------------------------------- TLS
 
 
 def test_wss_echo_with_self_signed_certificate(tmp_path: Path) -> None:

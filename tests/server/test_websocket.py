@@ -1,4 +1,4 @@
-"""WebSocketHandler (S3), function views (S15), origin check (S12) and handshake
+"""WebSocketHandler, function views, origin check and handshake
 rejections, over real sockets on 127.0.0.1.
 
 Every test runs its own bounded event loop (no pytest-asyncio). Peers are the
@@ -112,7 +112,7 @@ def recorder() -> tuple[type[Recorder], dict[str, Any]]:
     return type("Rec", (Recorder,), {"log": log}), log
 
 
-# ---------------------------------------------------------------- handler API (S3)
+# ---------------------------------------------------------------- handler API
 
 
 @over_every_transport
@@ -517,7 +517,7 @@ def test_messages_sent_during_async_open_wait_until_open_returns(transport: str)
     assert order == ["opened", "early"]
 
 
-# ------------------------------------------------------------------- origin (S12)
+# ------------------------------------------------------------------- origin
 
 
 class Echo(WebSocketHandler):
@@ -606,7 +606,7 @@ def test_post_to_websocket_route_405() -> None:
     run(main())
 
 
-# --------------------------------------------------------------- function views (S15)
+# --------------------------------------------------------------- function views
 
 
 @over_every_transport

@@ -1,4 +1,4 @@
-// The clock page: Beijing time pushed by the server every second (S8).
+// The clock page: Beijing time pushed by the server every second.
 (function () {
   "use strict";
 

@@ -1,4 +1,4 @@
-// The echo page: the browser's native WebSocket against /echo/ws (S7).
+// The echo page: the browser's native WebSocket against /echo/ws.
 (function () {
   "use strict";
 
