@@ -140,9 +140,11 @@ class _ConsumerBase(WebSocketHandler):
             "client": client,
             "subprotocols": list(handshake.subprotocols),
             "url_route": {"args": tuple(self.path_args), "kwargs": self._route_kwargs()},
-            # Set by the authenticate hook before the upgrade (None without one).
-            "user": self.current_user,
         }
+        if self.current_user is not None:
+            # The authenticate hook ran before the upgrade; without one, as in Channels
+            # without its auth middleware, the scope has no "user" key.
+            self.scope["user"] = self.current_user
         return True
 
     def _route_kwargs(self) -> dict[str, Any]:
