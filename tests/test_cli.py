@@ -537,3 +537,24 @@ def test_reload_of_a_bad_app_ends_with_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(RELOAD_APP.format(version="v1"))
     result = run_cli("serve", "app.py:nothing", "--reload", "--port", "0", cwd=tmp_path)
     assert_one_line_error(result, "has no attribute 'nothing'")
+
+
+def test_app_run_in_a_plain_script_says_where_it_listens(tmp_path: Path) -> None:
+    port = free_port()
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "from fullduplex import App\n"
+        f"App().run('127.0.0.1', {port})\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_listening(port, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert f"serving on http://127.0.0.1:{port}".encode() in err

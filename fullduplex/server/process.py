@@ -276,7 +276,10 @@ async def start_until_signal(
     try:
         server, banner = await start()
         running.append(server)
-        server_log.info("%s", banner)
+        if logging.getLogger().handlers or server_log.handlers:
+            server_log.info("%s", banner)
+        else:  # a plain script calling App.run(): say where it listens all the same
+            print(banner, file=sys.stderr, flush=True)
         try:
             await stop.wait()
         finally:
