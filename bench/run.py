@@ -19,7 +19,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -30,6 +29,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from servers._common import raise_nofile  # bench/ is the script directory: one copy for all
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -157,17 +158,6 @@ DESCRIPTION = {
 
 # --------------------------------------------------------------------------- processes
 
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 NICE = 0

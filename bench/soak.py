@@ -27,7 +27,6 @@ import os
 import platform
 import queue
 import random
-import resource
 import signal
 import socket
 import struct
@@ -39,6 +38,8 @@ import time
 import traceback
 from collections import Counter
 from typing import Any
+
+from servers._common import raise_nofile  # bench/ is the script directory: one copy for all
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -52,18 +53,6 @@ FLAT = 0.05
 
 # --------------------------------------------------------------------------- shared
 
-
-def raise_nofile() -> int:
-    """Raise RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def bucket(us: int) -> int:
